@@ -1,0 +1,1 @@
+"""Typer command groups; each module holds one group and only parses arguments."""

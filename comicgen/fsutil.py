@@ -1,0 +1,64 @@
+"""Writing files so that an interruption never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it is renamed over ``path``.
+
+    On any error (Ctrl-C included) the temporary file is removed and ``path`` is
+    untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def atomic_save_image(image, path: Path, format: str | None = None, **params) -> None:
+    """Save a PIL image atomically (format from the suffix unless given)."""
+    fmt = format or Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG")
+    with atomic_open(path, "wb") as handle:
+        image.save(handle, format=fmt, **params)
+
+
+def safe_filename(name: str, default: str = "untitled") -> str:
+    """A file-name-safe form of ``name`` (letters, digits, '-', '_'; never empty)."""
+    keep = [c if (c.isalnum() and c.isascii()) or c in "-_" else "-" for c in name.strip()]
+    cleaned = "".join(keep).strip("-_")
+    while "--" in cleaned:
+        cleaned = cleaned.replace("--", "-")
+    return cleaned[:80] or default

@@ -1,0 +1,199 @@
+"""Settings shared by the workspace config (``comicgen.toml``) and the story YAML.
+
+The workspace config holds the defaults; a story may override any of them
+(``model:``, ``settings:``, ``infusion:``), and a panel may override infusion
+again. Every model is ``extra="forbid"`` with bounded fields, so a typo is an
+error rather than a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+Shape = Literal["square", "wide", "tall"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Strict):
+    name: str = Field(
+        "bundled:toyworld",
+        description="Diffusion model: 'bundled:toyworld', a Hugging Face hub id "
+        "(e.g. 'stable-diffusion-v1-5/stable-diffusion-v1-5') or a local diffusers folder.",
+    )
+    device: str = Field(
+        "auto", description="'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto' is float16 on a GPU and float32 on the CPU."
+    )
+    attention_slicing: bool = Field(False, description="Lower memory use at some speed cost.")
+
+
+class RenderSettings(Strict):
+    size: int | None = Field(
+        None,
+        ge=16,
+        le=2048,
+        description="Side of a square panel in pixels; wide/tall panels are 1.5x longer. "
+        "Empty: the model's native size.",
+    )
+    steps: int = Field(20, ge=1, le=200, description="Denoising steps per panel.")
+    guidance: float = Field(5.0, ge=0.0, le=30.0, description="Classifier-free guidance scale.")
+    seed: int = Field(
+        1234, ge=0, le=2**32 - 1, description="Base seed; each panel derives its own from it."
+    )
+    negative_prompt: str = Field("", max_length=2000)
+    scheduler: Literal["default", "ddim", "dpm", "euler", "pndm"] = Field(
+        "default", description="'default' keeps the scheduler the model ships with."
+    )
+
+
+class LayerWeights(Strict):
+    """Infusion weight per U-Net block, by level (0 = the block is not hooked).
+
+    ``down`` and ``up`` are lists with one weight per block level (down: highest
+    resolution first; up: lowest resolution first, i.e. diffusers' order); a shorter
+    list is padded with its last value, a longer one is cut.
+    """
+
+    down: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0, 0.0],
+        max_length=8,
+        description="Weights of the down blocks, highest resolution first.",
+    )
+    mid: float = Field(0.0, ge=-2.0, le=2.0, description="Weight of the mid block.")
+    up: list[float] = Field(
+        default_factory=lambda: [0.5, 0.5, 0.0, 0.0],
+        max_length=8,
+        description="Weights of the up blocks, lowest resolution first; the last is off "
+        "by default (it paints pixels, not objects).",
+    )
+
+    @field_validator("down", "up")
+    @classmethod
+    def _bounded(cls, values: list[float]) -> list[float]:
+        for v in values:
+            if not -2.0 <= v <= 2.0:
+                raise ValueError(f"layer weight {v} is outside [-2, 2]")
+        return values
+
+
+class InfusionSettings(Strict):
+    """How the characters' reference features are infused into each panel."""
+
+    weight: float = Field(1.0, ge=0.0, le=10.0, description="Overall strength; 0 turns it off.")
+    mode: Literal["regional", "mean", "seed"] = Field(
+        "regional",
+        description="'regional': each character only at its place; 'mean': the characters' "
+        "features averaged into one, placed over their boxes together; 'seed': the original "
+        "method (whole reference frames, unmasked, unplaced, added as they are).",
+    )
+    combine: Literal["blend", "add"] = Field(
+        "blend",
+        description="'blend': move the panel's features toward the reference's inside the "
+        "character's mask (weight 1 = replace); 'add': add them, magnitude-matched per channel.",
+    )
+    layers: LayerWeights = Field(default_factory=LayerWeights)
+    skips: bool = Field(
+        False,
+        description="Also infuse the skip features that down blocks pass to the up blocks.",
+    )
+    schedule: Literal["constant", "decay", "cutoff"] = Field(
+        "decay", description="Strength over the steps: constant, decay^step, or 1 until cutoff."
+    )
+    decay: float = Field(0.9, gt=0.0, le=1.0, description="Per-step factor for 'decay'.")
+    cutoff: float = Field(
+        0.6, ge=0.0, le=1.0, description="Fraction of steps after which 'cutoff' stops."
+    )
+    cfg: Literal["both", "cond"] = Field(
+        "both", description="Infuse both classifier-free-guidance halves or the conditional one."
+    )
+    reference_noise: Literal["matched", "clean"] = Field(
+        "matched",
+        description="'matched': references noised to the panel's step; 'clean': unnoised (t=0).",
+    )
+    reference_prompt: Literal["description", "empty"] = Field(
+        "description",
+        description="What the reference rows are conditioned on: the character's description "
+        "or the empty prompt.",
+    )
+    reference_seed: int | None = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the fixed per-reference noise; empty: the panel's seed (then "
+        "cached reference features are only reused by panels with the same seed).",
+    )
+    feather: float = Field(
+        0.1, ge=0.0, le=0.5, description="Soft edge of a character's box, as a fraction of it."
+    )
+    cache_mb: int = Field(
+        1024,
+        ge=0,
+        le=1_000_000,
+        description="Size cap of the reference-feature cache in MiB (0 = no cache).",
+    )
+
+
+class PageSettings(Strict):
+    preset: Literal["comic", "square", "webtoon"] = "comic"
+    width: int | None = Field(None, ge=100, le=20000, description="Page width in px (96 dpi).")
+    height: int | None = Field(None, ge=100, le=100000, description="Page height in px (96 dpi).")
+    margin: int = Field(36, ge=0, le=500)
+    gutter: int = Field(12, ge=0, le=200)
+    dpi: int = Field(150, ge=36, le=1200, description="Resolution of the PNG pages.")
+
+
+class WorkspaceConfig(Strict):
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    infusion: InfusionSettings = Field(default_factory=InfusionSettings)
+    page: PageSettings = Field(default_factory=PageSettings)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+_partials: dict[type, type] = {}
+
+
+def partial(cls: type[M]) -> type[BaseModel]:
+    """A copy of ``cls`` whose fields are all optional (None = keep the default)."""
+    if cls in _partials:
+        return _partials[cls]
+    fields: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Strict):
+            annotation = partial(annotation)
+        fields[name] = (
+            annotation | None,
+            Field(None, description=info.description, json_schema_extra=None),
+        )
+        # keep the bounds of the original field
+        fields[name][1].metadata.extend(info.metadata)
+    model = create_model(f"{cls.__name__}Override", __base__=Strict, __doc__=cls.__doc__, **fields)
+    _partials[cls] = model
+    return model
+
+
+def merge(base: M, *overrides: BaseModel | None) -> M:
+    """Apply overrides (partial models or None) on top of ``base``, left to right."""
+    data = base.model_dump()
+    for override in overrides:
+        if override is None:
+            continue
+        _deep_update(data, override.model_dump(exclude_none=True))
+    return type(base).model_validate(data)
+
+
+def _deep_update(data: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            _deep_update(data[key], value)
+        else:
+            data[key] = value
