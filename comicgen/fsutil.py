@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+TEMP_SUFFIX = ".tmp"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -22,7 +23,9 @@ def atomic_open(path: Path, mode: str = "wb", encoding: str | None = None) -> It
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent
+    )
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -36,6 +39,37 @@ def atomic_open(path: Path, mode: str = "wb", encoding: str | None = None) -> It
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove temporary files left in ``folder`` (recursively) by a process that was
+    killed (SIGKILL, power loss) before it could rename or remove them. Files of
+    processes still running are kept."""
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
+        parts = path.name.rsplit(".", 3)  # '', name..., pid, random+suffix
+        try:
+            pid = int(parts[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:  # pragma: no cover - Windows and others: assume alive
+        return True
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from comicgen.book import Book, PageContent, PanelContent, Speech
 from comicgen.errors import ComicgenError, Interrupted
-from comicgen.fsutil import atomic_write_bytes, safe_filename
+from comicgen.fsutil import atomic_write_bytes, remove_stale_temp_files, safe_filename
 from comicgen.layout import check_layout
 from comicgen.settings import (
     InfusionSettings,
@@ -408,8 +408,7 @@ def paint_jobs(
         total = len(the_plan.jobs)
         done = sum(1 for j in the_plan.jobs if library.cache_get(j.key) is not None)
         raise Interrupted(
-            f"interrupted — {done} of {total} panels kept",
-            hint="run the same command to resume",
+            f"interrupted — {done} of {total} panels kept; run the same command to resume"
         ) from None
     return painted, reused
 
@@ -512,6 +511,7 @@ def render_story(
             )
     name = safe_filename(the_plan.loaded.name, "story")
     out_dir = ws.build_dir / name
+    remove_stale_temp_files(out_dir)
     book, skipped = build_book(the_plan, out_dir, library)
     from comicgen.publish import publish
 

@@ -81,8 +81,8 @@ def test_render_two_pages_then_reuse_then_repaint_one(workspace):
             assert (build / src).is_file(), f"{page.name} -> {src}"
     # the PNG page has the size of the layout geometry (96 dpi: 1 px per CSS px)
     from comicgen.layout import layout_book
-    from comicgen.render import build_book, plan
     from comicgen.library import Library
+    from comicgen.render import build_book, plan
 
     with Library.open(workspace.db_path, workspace.cache_dir) as lib:
         the_plan = plan(workspace, workspace.stories_dir / "two.yaml", lib)

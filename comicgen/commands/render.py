@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -97,10 +98,17 @@ def render(
         ]
         cpu = device == "cpu" or (device is None and ws.config.model.device == "cpu")
         raise typer.Exit(relaunch(processes, args, cpu=cpu or not _has_cuda()))
+    from comicgen.commands.stories import write_schema
+
+    write_schema(ws)  # keeps stories/story.schema.json in step with this comicgen
     out = console()
     main = os.environ.get("RANK", "0") == "0"
     reporter_cm = RichReporter(out) if main else _Quiet()
-    with Library.open(ws.db_path, ws.cache_dir) as library, reporter_cm as reporter:
+    with (
+        _sigterm_as_interrupt(),
+        Library.open(ws.db_path, ws.cache_dir) as library,
+        reporter_cm as reporter,
+    ):
         result = render_story(
             ws,
             story,
@@ -127,6 +135,26 @@ def render(
     out.print(f"pages: [bold]{escape(ws.relative(result.index))}[/]")
     if open_:
         open_in_browser(result.index)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, a closing terminal) stops a render like Ctrl-C: temporary files
+    removed, finished panels kept, the usual message."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _batch_size(value: str) -> int | None:
