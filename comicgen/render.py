@@ -111,10 +111,20 @@ class Plan:
 
 
 def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) -> Path:
-    """The story file, refusing one outside the workspace unless allowed."""
+    """The story file (as given, or relative to the workspace or its stories/ folder),
+    refusing one outside the workspace unless allowed."""
     path = Path(story)
-    if not path.exists() and not path.suffix and (ws.stories_dir / f"{path}.yaml").exists():
-        path = ws.stories_dir / f"{path}.yaml"
+    candidates = [path]
+    if not path.is_absolute():
+        candidates += [ws.root / path, ws.stories_dir / path, ws.stories_dir / f"{path}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            path = candidate
+            break
+    else:
+        raise ComicgenError(
+            f"{story}: no such story file", hint="create one with 'comicgen new-story NAME'"
+        )
     resolved = path.resolve()
     if not allow_outside and not resolved.is_relative_to(ws.root):
         raise ComicgenError(
@@ -532,7 +542,7 @@ def render_story(
         reused=reused,
         skipped=skipped,
         files=list(getattr(result, "files", [])),
-        warnings=the_plan.warnings + list(getattr(result, "warnings", [])),
+        warnings=list(result.warnings),  # the plan's warnings were reported already
     )
 
 

@@ -32,7 +32,9 @@ from comicgen.settings import (
 MAX_STORY_BYTES = 2_000_000
 MAX_NODES = 200_000  # YAML nodes after alias expansion; more is a "YAML bomb"
 MAX_SEED = 2**32 - 1
-PLACEHOLDER = re.compile(r"\{([^{}\n]{1,64})\}")
+# {name} inserts a character's description. A name starts with a letter or digit, so
+# other brace text ({{ }}, {% %}, { x }) is left as it is.
+PLACEHOLDER = re.compile(r"(?<!\{)\{(\w[^{}\n]{0,63})\}(?!\})")
 
 InfusionOverride = partial(InfusionSettings)
 RenderOverride = partial(RenderSettings)

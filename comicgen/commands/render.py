@@ -126,7 +126,7 @@ def render(
     if not result.main:
         return
     for warning in result.warnings:
-        out.print(f"[yellow]warning:[/] {escape(warning)}")
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     parts = [f"{result.painted} panel{'s' if result.painted != 1 else ''} painted"]
     parts.append(f"{result.reused} reused")
     if result.skipped:
@@ -241,4 +241,4 @@ class RichReporter:
             self.steps = None
 
     def message(self, text: str) -> None:
-        self.progress.console.print(escape(text))
+        self.progress.console.print(escape(text), soft_wrap=True)
