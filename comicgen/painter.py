@@ -348,8 +348,12 @@ class Painter:
         if active:
             if len(jobs) != 1:
                 raise ValueError("panels with characters are painted one at a time")
-            from comicgen.infusion import infused
+            from comicgen.infusion import FeatureCache, infused
 
+            if self.feature_cache is None:
+                # the characters' reference features, reused by every later panel
+                # that shows the same characters (one U-Net pass per step then)
+                self.feature_cache = FeatureCache(max_bytes=first.infusion.cache_mb * 1024**2)
             context = infused(
                 self.pipe,
                 list(first.characters),
