@@ -107,10 +107,11 @@ def _hub_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def check_model_available(name: str) -> tuple[bool, str]:
-    """(available, detail) without loading weights; used by ``comicgen doctor``."""
+def check_model_available(name: str, base: Path | None = None) -> tuple[bool, str]:
+    """(available, detail) without loading weights; used by ``comicgen doctor``.
+    A relative folder name is looked up in ``base`` (the workspace) first."""
     try:
-        source = resolve(name)
+        source = resolve(name, base)
     except ModelError as exc:
         return False, exc.line()
     if source.kind == "hub":

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from typer.testing import CliRunner
 
 from comicgen.cli import app
 from comicgen.workspace import Workspace
+from tests.helpers import make_sheet
 
 STORY = """\
 title: Two Pages
@@ -28,18 +28,6 @@ pages:
       - prompt: a tree, sand
         caption: The end.
 """
-
-
-def make_sheet(folder: Path, color: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(2):
-        image = Image.new("RGB", (64, 64), (236, 236, 236))
-        ImageDraw.Draw(image).ellipse((16 + i, 16, 48 + i, 48), fill=color)
-        path = folder / f"{i}.png"
-        image.save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture

@@ -218,7 +218,7 @@ def _model_check(ws) -> Check:
     try:
         from comicgen.painter import check_model_available
 
-        available, detail = check_model_available(name)
+        available, detail = check_model_available(name, base=ws.root)
     except ComicgenError as exc:
         available, detail = False, exc.line()
     return Check("model", OK if available else FAIL, f"{name}: {detail}")
