@@ -347,8 +347,10 @@ class Painter:
         context = nullcontext()
         active = [j for j in jobs if j.characters and j.infusion.weight > 0]
         if active:
-            if len(jobs) != 1:
-                raise ValueError("panels with characters are painted one at a time")
+            if len(active) != len(jobs) or any(
+                _refs_signature(j) != _refs_signature(first) for j in jobs
+            ):
+                raise ValueError("a batch of infused panels must share characters and settings")
             from comicgen.infusion import FeatureCache, infused
 
             if self.feature_cache is None:
@@ -381,6 +383,11 @@ class Painter:
         except torch.OutOfMemoryError:
             raise out_of_memory(self.device) from None
         return list(result.images)
+
+
+def _refs_signature(job: PaintJob) -> tuple:
+    refs = tuple((r.name, r.key, r.strength, r.position, r.box) for r in job.characters)
+    return refs, job.infusion.model_dump_json()
 
 
 def round_size(value: int, multiple: int) -> int:

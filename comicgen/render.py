@@ -342,16 +342,22 @@ def character_refs(spec: CharacterSpec, library):
 
 
 def batches(jobs: list[PanelJob], size: int) -> list[list[PanelJob]]:
-    """Group jobs that can share one pipeline call: same size, steps and guidance, and
-    no characters (infused panels are painted one at a time). Order is kept inside a
-    group."""
+    """Group jobs that can share one pipeline call: same size, steps and guidance and,
+    for infused panels, the same characters and infusion settings (with a fixed
+    reference seed, so the reference rows do not depend on the panel). Order is kept
+    inside a group."""
     groups: dict[tuple, list[list[PanelJob]]] = {}
     order: list[list[PanelJob]] = []
     for job in jobs:
+        sig: tuple = (job.width, job.height, job.steps, job.guidance)
         if job.characters and job.infusion.weight > 0:
-            order.append([job])
-            continue
-        sig = (job.width, job.height, job.steps, job.guidance)
+            if job.infusion.reference_seed is None:
+                order.append([job])
+                continue
+            sig += (
+                json.dumps([asdict(c) for c in job.characters], sort_keys=True),
+                job.infusion.model_dump_json(),
+            )
         runs = groups.setdefault(sig, [])
         if not runs or len(runs[-1]) >= max(1, size):
             runs.append([])

@@ -51,7 +51,8 @@ def render(
         typer.Option(
             "--batch-size",
             help="Panels painted per model call: a number, or 'auto' (from free GPU memory; "
-            "4 on the CPU). Panels with characters are painted one at a time.",
+            "4 on the CPU). Panels are batched when they share size and, for panels with "
+            "characters, the same characters and infusion settings.",
         ),
     ] = "1",
     processes: Annotated[
