@@ -62,16 +62,23 @@ class LayerWeights(Strict):
     """
 
     down: list[float] = Field(
-        default_factory=lambda: [0.0, 0.0, 0.0, 0.0],
+        default_factory=lambda: [0.0, 0.0, 1.0],
         max_length=8,
         description="Weights of the down blocks, highest resolution first.",
     )
-    mid: float = Field(0.0, ge=-2.0, le=2.0, description="Weight of the mid block.")
+    mid: float = Field(1.0, ge=-2.0, le=2.0, description="Weight of the mid block.")
     up: list[float] = Field(
-        default_factory=lambda: [0.5, 0.5, 0.0, 0.0],
+        default_factory=lambda: [1.0, 0.0, 0.0, 0.0],
         max_length=8,
-        description="Weights of the up blocks, lowest resolution first; the last is off "
-        "by default (it paints pixels, not objects).",
+        description="Weights of the up blocks, lowest resolution first (keep the last one, "
+        "which paints pixels rather than objects, at 0).",
+    )
+
+    out: float = Field(
+        1.0,
+        ge=-2.0,
+        le=2.0,
+        description="Weight of the U-Net's output, blended as the denoised latent it predicts.",
     )
 
     @field_validator("down", "up")
@@ -93,18 +100,18 @@ class InfusionSettings(Strict):
         "features averaged into one, placed over their boxes together; 'seed': the original "
         "method (whole reference frames, unmasked, unplaced, added as they are).",
     )
-    combine: Literal["blend", "add"] = Field(
+    combine: Literal["blend", "adain", "add"] = Field(
         "blend",
         description="'blend': move the panel's features toward the reference's inside the "
         "character's mask (weight 1 = replace); 'add': add them, magnitude-matched per channel.",
     )
     layers: LayerWeights = Field(default_factory=LayerWeights)
     skips: bool = Field(
-        False,
+        True,
         description="Also infuse the skip features that down blocks pass to the up blocks.",
     )
     schedule: Literal["constant", "decay", "cutoff"] = Field(
-        "decay", description="Strength over the steps: constant, decay^step, or 1 until cutoff."
+        "constant", description="Strength over the steps: constant, decay^step, or 1 until cutoff."
     )
     decay: float = Field(0.9, gt=0.0, le=1.0, description="Per-step factor for 'decay'.")
     cutoff: float = Field(
