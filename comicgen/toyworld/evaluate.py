@@ -1,0 +1,218 @@
+"""Evaluate the bundled model: ``python -m comicgen.toyworld.evaluate --samples N``.
+
+Paints N panels from random full captions (clause order shuffled) with the saved scheduler,
+20 steps and the pipeline's default guidance, reads them back with the attribute reader and
+prints the per-attribute prompt adherence (shape, body colour, hat, sky, ground, props,
+position, shot) and their mean, then the VAE's reconstruction PSNR on fresh renders.
+The last line is ``prompt_adherence=X vae_psnr=Y``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from comicgen.toyworld import reader as R
+from comicgen.toyworld import world as W
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "bundled" / "toyworld"
+ATTRIBUTES = ("shape", "color", "hat", "sky", "ground", "prop", "position", "shot")
+DEFAULT_GUIDANCE = 7.5  # StableDiffusionPipeline's default
+
+
+def load_pipeline(folder: Path | str | None = None, device: str = "cpu"):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder or DEFAULT_MODEL),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def paint(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int = 20,
+    guidance: float = DEFAULT_GUIDANCE,
+    batch: int = 16,
+):
+    """Paint one 64x64 image per prompt (seeded per image)."""
+    import torch
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    out = []
+    for i in range(0, len(prompts), batch):
+        gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch]]
+        res = pipe(
+            prompts[i : i + batch],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gens,
+            height=size,
+            width=size,
+        )
+        out += res.images
+    return out
+
+
+def eval_scenes(n: int, seed: int) -> list[tuple[W.Scene, str]]:
+    rng = random.Random(f"evaluate:{seed}")
+    items = []
+    for _ in range(n):
+        scene = W.sample_scene(rng, sheet_fraction=0.0)
+        items.append((scene, W.caption(scene, rng, drop=0.0)))
+    return items
+
+
+def adherence(
+    pipe,
+    n: int,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = DEFAULT_GUIDANCE,
+    batch: int = 16,
+):
+    """Per-attribute accuracy of painted panels read back; also returns images and captions."""
+    items = eval_scenes(n, seed)
+    images = paint(
+        pipe, [c for _, c in items], [seed * 100000 + i for i in range(n)], steps, guidance, batch
+    )
+    hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    by_count: dict[int, list[float]] = {1: [], 2: []}
+    misread = []
+    for (scene, cap), img in zip(items, images, strict=False):
+        got, want = R.read(img), R.truth(scene)
+        row = []
+        for a in ("sky", "ground", "prop", "shot", "position"):
+            ok = getattr(got, a) == getattr(want, a)
+            hits[a].append(ok)
+            row.append(ok)
+        for wc in want.characters:
+            gc = got.character(wc.position)
+            for a in ("shape", "color", "hat"):
+                ok = gc is not None and getattr(gc, a) == getattr(wc, a)
+                hits[a].append(ok)
+                row.append(ok)
+        by_count[len(scene.characters)].append(float(np.mean(row)))
+        if not all(row):
+            seen = ", ".join(
+                f"{c.color} {c.shape} hat {c.hat} {c.position}" for c in got.characters
+            )
+            misread.append(
+                (img, f"{cap} || READ: {got.shot}, {got.sky}, {got.ground}, {got.prop}; {seen}")
+            )
+    acc = {a: float(np.mean(v)) for a, v in hits.items()}
+    return acc, {k: float(np.mean(v)) if v else float("nan") for k, v in by_count.items()}, misread
+
+
+def vae_psnr(pipe, n: int = 256, seed: int = 999) -> float:
+    """Reconstruction PSNR (dB) of the VAE on ``n`` fresh renders (scenes and sheets)."""
+    import torch
+
+    imgs = np.stack([np.asarray(W.render(W.sample_scene(W.scene_rng(seed, i)))) for i in range(n)])
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    vae = pipe.vae
+    dtype = next(vae.parameters()).dtype
+    recs = []
+    with torch.no_grad():
+        for i in range(0, n, 64):
+            xb = x[i : i + 64].to(vae.device, dtype)
+            recs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().cpu())
+    rec = torch.cat(recs).clamp(-1, 1)
+    rec8 = ((rec + 1) * 127.5).round()
+    mse = float(((rec8 - (x + 1) * 127.5) ** 2).mean())
+    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def sample_captions() -> list[str]:
+    """Captions for the samples grid: scenes, partial prompts, sheets, the example characters."""
+    pip, bo, tri, momo = (W.describe(c) for _, c in W.EXAMPLE_CHARACTERS.values())
+    return [
+        f"{pip} on the left, wide shot, grass, day sky, a tree",
+        f"{bo} looking sad in the center, close-up, sand, sunset sky, no props",
+        f"{tri} on the right, wide shot, snow, night sky, a house",
+        f"{pip} on the left, {bo} on the right, wide shot, grass, day sky, a house",
+        f"{momo} looking surprised on the left, {tri} looking angry on the right, "
+        "close-up, snow, sunset sky",
+        f"model sheet, {pip} looking happy",
+        f"model sheet, {tri} looking sad",
+        "a green triangle character on the right, night sky, grass",
+        "a character in the center, wide shot",
+        "close-up, a pink square character with a yellow hat, day sky, snow, a tree",
+        "an orange circle character with no hat on the left, sunset sky, sand, wide shot, a house",
+        "",
+    ]
+
+
+def sample_grid(pipe, seed: int = 0, steps: int = 20, guidance: float = DEFAULT_GUIDANCE):
+    """A grid of painted samples with their captions under them (two seeds per caption)."""
+    pipe.set_progress_bar_config(disable=True)
+    caps = sample_captions()
+    prompts = [c for c in caps for _ in range(2)]
+    images = paint(pipe, prompts, [seed * 1000 + i for i in range(len(prompts))], steps, guidance)
+    return W.caption_grid(images, prompts, cols=6)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m comicgen.toyworld.evaluate", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--samples", type=int, default=200, help="number of panels to paint and read back"
+    )
+    ap.add_argument(
+        "--model", type=Path, default=None, help="pipeline folder (default: the bundled model)"
+    )
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--vae-samples", type=int, default=256)
+    ap.add_argument("--grid", type=Path, default=None, help="also write the samples grid PNG here")
+    ap.add_argument(
+        "--failures", type=Path, default=None, help="write a grid of the first misread panels here"
+    )
+    args = ap.parse_args(argv)
+
+    t = time.time()
+    pipe = load_pipeline(args.model, args.device)
+    acc, by_count, misread = adherence(
+        pipe, args.samples, args.seed, args.steps, args.guidance, args.batch
+    )
+    dt = time.time() - t
+    print(
+        f"painted and read {args.samples} panels ({args.steps} steps, "
+        f"guidance {args.guidance}) in {dt:.1f}s"
+    )
+    for a in ATTRIBUTES:
+        print(f"  {a:9s} {acc[a]:.3f}")
+    mean = float(np.mean([acc[a] for a in ATTRIBUTES]))
+    print(
+        f"  {'mean':9s} {mean:.3f}   (one character {by_count[1]:.3f}, "
+        f"two characters {by_count[2]:.3f})"
+    )
+    if args.failures and misread:
+        W.caption_grid(
+            [m[0] for m in misread[:24]], [m[1] for m in misread[:24]], cols=4, cell=192
+        ).save(args.failures)
+    if args.grid:
+        sample_grid(pipe, args.seed, args.steps, args.guidance).save(args.grid)
+        print(f"samples grid: {args.grid}")
+    p = vae_psnr(pipe, args.vae_samples)
+    print(f"  vae reconstruction psnr {p:.2f} dB on {args.vae_samples} fresh renders")
+    print(f"prompt_adherence={mean:.3f} vae_psnr={p:.2f}")
+
+
+if __name__ == "__main__":
+    main()

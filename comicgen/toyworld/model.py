@@ -1,0 +1,274 @@
+"""The bundled model's architecture: Stable Diffusion's components, sized for the toy world.
+
+``AutoencoderKL`` (x4 downsampling: 64x64 RGB <-> 8x16x16 latents), a ``CLIPTextModel`` with a
+``CLIPTokenizer`` whose vocabulary and merges are written here from the world's caption
+vocabulary, a ``UNet2DConditionModel`` and a DPM-Solver++ scheduler.  Everything is built from
+config, so ``StableDiffusionPipeline.from_pretrained`` loads the saved folder like any hub model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from comicgen.toyworld.world import vocabulary
+
+MAX_TOKENS = 64  # tokenizer.model_max_length (captions are at most ~45 tokens)
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(32, 64, 128),
+    layers_per_block=1,
+    latent_channels=8,  # 8x16x16 latents: 6x compression keeps 1-pixel outlines, eyes and hats
+    norm_num_groups=8,  # 4+ channels per group everywhere (1 per group strips colour)
+    sample_size=64,
+    mid_block_add_attention=False,
+)
+
+TEXT_CONFIG = dict(
+    hidden_size=128,
+    intermediate_size=512,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=MAX_TOKENS,
+    hidden_act="quick_gelu",
+    projection_dim=128,
+)
+
+UNET_CONFIG = dict(
+    sample_size=16,
+    in_channels=8,
+    out_channels=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3,
+    up_block_types=("CrossAttnUpBlock2D",) * 3,
+    block_out_channels=(32, 64, 128),
+    layers_per_block=2,
+    cross_attention_dim=128,
+    attention_head_dim=4,  # diffusers: this is the number of heads
+    norm_num_groups=8,
+)
+
+# Stable Diffusion 1.x's noise schedule
+SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    steps_offset=1,
+    clip_sample=False,
+    set_alpha_to_one=False,
+    timestep_spacing="leading",
+)
+
+
+# --- tokenizer -------------------------------------------------------------------------
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte -> printable unicode character table."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=False))
+
+
+def build_bpe(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a byte-pair encoding on ``words`` until each is one token.
+
+    Base symbols are all 256 byte characters with and without ``</w>`` (so any text
+    tokenizes); merges are learned greedily (most frequent pair first, ties by name), so that
+    applying them in rank order - what ``tokenizers`` does - rebuilds each word.  Every merge
+    result is in the vocabulary.
+    """
+    base = list(bytes_to_unicode().values())
+    vocab_list = base + [c + "</w>" for c in base]
+    seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in words]
+    merges: list[tuple[str, str]] = []
+    while True:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for s in seqs:
+            for a, b in zip(s, s[1:], strict=False):
+                pairs[(a, b)] += 1
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged = best[0] + best[1]
+        if merged not in vocab_list:
+            vocab_list.append(merged)
+        new = []
+        for s in seqs:
+            out, i = [], 0
+            while i < len(s):
+                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            new.append(out)
+        seqs = new
+    vocab_list += [BOS, EOS]
+    return {t: i for i, t in enumerate(vocab_list)}, merges
+
+
+_VOCAB_CACHE: dict[str, int] | None = None
+
+
+def token_vocab() -> dict[str, int]:
+    global _VOCAB_CACHE
+    if _VOCAB_CACHE is None:
+        _VOCAB_CACHE = build_bpe(vocabulary())[0]
+    return _VOCAB_CACHE
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """Write vocab.json, merges.txt and the tokenizer configs of a CLIPTokenizer."""
+    vocab, merges = build_bpe(vocabulary())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {"bos_token": BOS, "eos_token": EOS, "pad_token": EOS, "unk_token": EOS}, indent=2
+        ),
+        encoding="utf-8",
+    )
+    cfg = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": MAX_TOKENS,
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "pad_token": EOS,
+        "unk_token": EOS,
+        "do_lower_case": True,
+        "clean_up_tokenization_spaces": False,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+
+
+def load_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def caption_ids(text: str, max_length: int = MAX_TOKENS) -> list[int]:
+    """Token ids of an in-vocabulary caption, padded with the end token to ``max_length``.
+
+    Identical to the saved CLIPTokenizer's ``padding="max_length", truncation=True`` output
+    (checked by the tests), without needing ``transformers`` at training time.
+    """
+    vocab = token_vocab()
+    bos, eos = vocab[BOS], vocab[EOS]
+    words = text.lower().replace(",", " , ").replace("-", " - ").split()
+    ids = [bos] + [vocab[w + "</w>"] for w in words][: max_length - 2] + [eos]
+    return ids + [eos] * (max_length - len(ids))
+
+
+def encode_captions(captions: list[str], max_length: int = MAX_TOKENS):
+    """A LongTensor (len(captions) x max_length) of :func:`caption_ids`."""
+    import torch
+
+    return torch.tensor([caption_ids(c, max_length) for c in captions], dtype=torch.long)
+
+
+def data_chunk(seed: int, start: int, count: int, variants: int, sheet_fraction: float):
+    """Training data ``start .. start+count``: images (uint8 N x 64 x 64 x 3) and
+    ``variants`` training captions per image as token ids (int32 N x variants x MAX_TOKENS).
+    Deterministic per index (a process-pool worker; no torch)."""
+    import random
+
+    import numpy as np
+
+    from comicgen.toyworld import world as W
+
+    images = np.empty((count, W.SIZE, W.SIZE, 3), dtype=np.uint8)
+    ids = np.empty((count, variants, MAX_TOKENS), dtype=np.int32)
+    for i in range(count):
+        scene = W.sample_scene(W.scene_rng(seed, start + i), sheet_fraction)
+        images[i] = np.asarray(W.render(scene))
+        rng = random.Random(f"captions:{seed}:{start + i}")
+        for v in range(variants):
+            ids[i, v] = caption_ids(W.training_caption(scene, rng))
+    return images, ids
+
+
+# --- components ------------------------------------------------------------------------
+def build_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def build_text_encoder():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab = token_vocab()
+    cfg = CLIPTextConfig(
+        vocab_size=len(vocab),
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[EOS],
+        **TEXT_CONFIG,
+    )
+    return CLIPTextModel(cfg)
+
+
+def build_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**UNET_CONFIG)
+
+
+def train_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})
+
+
+def sampling_scheduler(kind: str = "dpm"):
+    """The scheduler the model is meant to be sampled with (20 steps)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if kind == "ddim":
+        return DDIMScheduler(**SCHEDULE)
+    cfg = {k: v for k, v in SCHEDULE.items() if k not in ("clip_sample", "set_alpha_to_one")}
+    return DPMSolverMultistepScheduler(
+        **cfg, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=False
+    )
+
+
+def build_pipeline(vae, text_encoder, unet, tokenizer_folder: Path, scheduler: str = "dpm"):
+    """Assemble a StableDiffusionPipeline (no safety checker) from trained components."""
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer = load_tokenizer(tokenizer_folder)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sampling_scheduler(scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def count_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,150 @@
+"""The toy world, its attribute reader and the bundled model (real components, CPU)."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from comicgen.toyworld import model as M
+from comicgen.toyworld import reader as R
+from comicgen.toyworld import world as W
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "comicgen" / "bundled" / "toyworld"
+
+
+def test_world_is_deterministic_from_seed():
+    a, scenes_a = W.render_dataset(seed=3, start=10, count=6)
+    b, scenes_b = W.render_dataset(seed=3, start=10, count=6)
+    c, _ = W.render_dataset(seed=4, start=10, count=6)
+    assert scenes_a == scenes_b
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (6, 64, 64, 3) and a.dtype == np.uint8
+    # same scene at two sizes: the big one reduces to the small one (within rounding)
+    scene = W.sample_scene(W.scene_rng(0, 1))
+    big = np.asarray(W.render(scene, 128).reduce(2), dtype=np.int16)
+    assert np.abs(big - np.asarray(W.render(scene, 64), dtype=np.int16)).mean() < 3
+
+
+def test_captions_stay_in_the_vocabulary():
+    vocab = set(W.vocabulary())
+    rng = random.Random(0)
+    empty = 0
+    for i in range(600):
+        scene = W.sample_scene(W.scene_rng(1, i))
+        text = W.training_caption(scene, rng)
+        empty += text == ""
+        words = text.replace(",", " , ").replace("-", " - ").split()
+        assert set(words) <= vocab, text
+    assert 20 < empty < 110  # about 10% empty captions (classifier-free guidance)
+    # identity details never appear in captions
+    for detail in ("stripes", "dots", "plain", "scarf", "cyan", "magenta", "black"):
+        assert detail not in vocab
+
+
+def test_tokenizer_matches_training_ids(tmp_path):
+    M.write_tokenizer_files(tmp_path)
+    tok = M.load_tokenizer(tmp_path)
+    rng = random.Random(2)
+    for i in range(100):
+        text = W.training_caption(W.sample_scene(W.scene_rng(2, i)), rng)
+        ids = tok(text, padding="max_length", truncation=True, max_length=M.MAX_TOKENS).input_ids
+        assert ids == M.caption_ids(text)
+    for word in W.vocabulary():  # every caption word is one token
+        assert len(tok(word).input_ids) == 3, word
+
+
+def _prompts():
+    chars = {}
+    for path in sorted((ROOT / "characters").glob("*.yaml")):
+        chars[path.stem] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    story = yaml.safe_load((ROOT / "stories" / "example.yaml").read_text(encoding="utf-8"))
+    for page in story["pages"]:
+        for panel in page["panels"]:
+            yield (
+                re.sub(r"\{(\w+)\}", lambda m: chars[m.group(1)]["description"], panel["prompt"]),
+                panel,
+            )
+
+
+def test_example_characters_and_story():
+    assert 3 <= len(W.EXAMPLE_CHARACTERS) <= 4
+    for key, (display, ch) in W.EXAMPLE_CHARACTERS.items():
+        data = yaml.safe_load((ROOT / "characters" / f"{key}.yaml").read_text(encoding="utf-8"))
+        assert data["name"] == display and data["description"] == W.describe(ch)
+        assert 4 <= len(data["images"]) <= 6
+        for rel in data["images"]:
+            img = R.Image.open(ROOT / "characters" / rel)
+            assert img.mode == "RGB" and img.size[0] % 64 == 0 and img.size[0] == img.size[1]
+            got = R.read(img)
+            assert got.kind == "sheet"
+            c = got.characters[0]
+            # the sheet carries the identity details that captions cannot
+            assert (c.shape, c.color, c.hat, c.pattern, c.scarf) == ch.identity(), rel
+    vocab = set(W.vocabulary())
+    pages = yaml.safe_load((ROOT / "stories" / "example.yaml").read_text(encoding="utf-8"))["pages"]
+    assert len(pages) == 3
+    two = 0
+    for text, panel in _prompts():
+        assert set(text.replace(",", " , ").replace("-", " - ").split()) <= vocab, text
+        two += len(panel["characters"]) == 2
+    assert two >= 2
+
+
+def test_reader_accuracy_on_fresh_renders():
+    acc = R.accuracy(n=200, seed=2024)
+    for attr, value in acc.items():
+        assert value >= 0.98, (attr, value)
+
+
+def test_read_character_by_position():
+    pip, bo = (W.EXAMPLE_CHARACTERS[k][1] for k in ("pip", "bo"))
+    scene = W.Scene(
+        characters=(pip, bo),
+        positions=("left", "right"),
+        sky="sunset",
+        ground="snow",
+        prop="tree",
+        shot="wide",
+    )
+    img = W.render(scene)
+    left, right = R.read_character(img, "left"), R.read_character(img, "right")
+    assert (left.shape, left.color, left.pattern, left.scarf) == ("circle", "red", "dots", "cyan")
+    assert (right.shape, right.color, right.pattern, right.scarf) == (
+        "square",
+        "yellow",
+        "stripes",
+        "magenta",
+    )
+    assert R.read_character(img, "center") is None
+
+
+@pytest.mark.skipif(
+    not (BUNDLED / "model_index.json").exists(), reason="bundled model not trained yet"
+)
+def test_bundled_model_loads_and_paints():
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(BUNDLED), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    size = sum(f.stat().st_size for f in BUNDLED.rglob("*") if f.is_file())
+    assert size <= 30e6
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    assert pipe.vae.config.scaling_factor != 0.18215  # set from the latents' std
+    out = pipe(
+        "a red circle character with a blue hat on the left, wide shot, grass, day sky",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert out.shape == (64, 64, 3)
+    assert np.isfinite(out).all() and out.std() > 0.02
