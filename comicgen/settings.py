@@ -107,7 +107,7 @@ class InfusionSettings(Strict):
     )
     layers: LayerWeights = Field(default_factory=LayerWeights)
     skips: bool = Field(
-        True,
+        False,
         description="Also infuse the skip features that down blocks pass to the up blocks.",
     )
     schedule: Literal["constant", "decay", "cutoff"] = Field(

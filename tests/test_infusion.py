@@ -179,7 +179,7 @@ def test_modes_and_options_run_and_differ():
         "seed": settings(mode="seed"),
         "mean": settings(mode="mean"),
         "add": settings(combine="add"),
-        "no-skips": settings(skips=False),
+        "skips": settings(skips=True),
         "cond": settings(cfg="cond"),
         "clean": settings(reference_noise="clean"),
         "empty": settings(reference_prompt="empty"),
