@@ -607,9 +607,9 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
                     atomic_write_bytes(target, data)
             else:
                 skipped += 1
-                buffer = __import__("io").BytesIO()
-                Image.new("RGB", (job.width, job.height), (200, 200, 200)).save(buffer, "PNG")
-                atomic_write_bytes(target, buffer.getvalue())
+                # not painted yet (outside --pages/--panel): a grey placeholder
+                placeholder = Image.new("RGB", (job.width, job.height), (200, 200, 200))
+                atomic_write_bytes(target, png_bytes(placeholder))
             anchors = {c.name.lower(): c.anchor for c in job.characters}
             dialogue = [
                 Speech(

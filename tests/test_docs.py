@@ -1,6 +1,7 @@
-"""docs/cli.md holds every command's --help; this test keeps it from drifting.
+"""docs/cli.md (every --help) and stories/story.schema.json are generated; these tests
+keep them from drifting.
 
-Regenerate it with:  COMICGEN_UPDATE_DOCS=1 pytest tests/test_docs.py
+Regenerate both with:  COMICGEN_UPDATE_DOCS=1 pytest tests/test_docs.py
 """
 
 from __future__ import annotations
@@ -50,4 +51,20 @@ def test_cli_docs_are_current():
         DOCS.write_text(text, encoding="utf-8")
     assert DOCS.read_text(encoding="utf-8") == text, (
         "docs/cli.md is out of date: run COMICGEN_UPDATE_DOCS=1 pytest tests/test_docs.py"
+    )
+
+
+def test_example_schema_is_current():
+    """stories/story.schema.json (the example story's $schema) matches the code."""
+    import json
+
+    from comicgen.story import story_json_schema
+
+    path = DOCS.parent.parent / "stories" / "story.schema.json"
+    text = json.dumps(story_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if os.environ.get("COMICGEN_UPDATE_DOCS"):
+        path.write_text(text, encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == text, (
+        "stories/story.schema.json is out of date: run COMICGEN_UPDATE_DOCS=1 pytest "
+        "tests/test_docs.py (comicgen render also rewrites it)"
     )
