@@ -230,6 +230,25 @@ def pick_dtype(device: str, requested: str = "auto"):
     return getattr(torch, requested)
 
 
+def _speed_ups(pipe, settings: ModelSettings) -> None:
+    """The opt-in memory and speed settings of ``[model]`` (SDPA attention is diffusers'
+    default with torch 2, so it needs no switch)."""
+    import torch
+
+    if settings.attention_slicing:
+        pipe.enable_attention_slicing()
+    if settings.vae_slicing:
+        pipe.vae.enable_slicing()
+    if settings.vae_tiling:
+        pipe.vae.enable_tiling()
+    if settings.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if settings.compile:
+        # in place (nn.Module.compile): the U-Net stays the same object, so Infusion's
+        # hooks attach to it as usual (adding or removing hooks triggers a recompile)
+        pipe.unet.compile()
+
+
 # -- painting --------------------------------------------------------------------------
 
 
@@ -284,11 +303,18 @@ class Painter:
             cls_name = _SCHEDULERS[scheduler]
             pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config)
         try:
-            pipe = pipe.to(device)
+            if settings.cpu_offload:
+                if not device.startswith("cuda"):
+                    raise ModelError(
+                        f"model.cpu_offload needs a CUDA GPU, but the device is {device}",
+                        hint="set model.cpu_offload = false, or use --device cuda",
+                    )
+                pipe.enable_model_cpu_offload(device=device)
+            else:
+                pipe = pipe.to(device)
         except torch.OutOfMemoryError:
             raise out_of_memory(device) from None
-        if settings.attention_slicing:
-            pipe.enable_attention_slicing()
+        _speed_ups(pipe, settings)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, info, device, dtype, scheduler)
 

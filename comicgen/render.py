@@ -375,6 +375,7 @@ def paint_jobs(
     *,
     device: str | None = None,
     batch_size: int | None = 1,
+    compile: bool = False,
 ) -> tuple[int, int]:
     """Paint the jobs that are not cached; returns (painted, reused).
 
@@ -389,7 +390,7 @@ def paint_jobs(
     queue = list(jobs)
     size = batch_size or 1
     if batch_size is None and any(library.cache_get(j.key) is None for j in jobs):
-        painter = _load_painter(ws, the_plan, device, reporter)
+        painter = _load_painter(ws, the_plan, device, reporter, compile)
         size = painter.auto_batch_size(jobs[0].width, jobs[0].height)
     try:
         for blocking in (False, True):
@@ -410,7 +411,7 @@ def paint_jobs(
                     if not ready:
                         continue
                     if painter is None:
-                        painter = _load_painter(ws, the_plan, device, reporter)
+                        painter = _load_painter(ws, the_plan, device, reporter, compile)
                     reporter.panel_started(ready[0])
                     images = painter.paint_batch(
                         [_paint_job(job, library) for job in ready], on_step=reporter.step
@@ -429,12 +430,16 @@ def paint_jobs(
     return painted, reused
 
 
-def _load_painter(ws: Workspace, the_plan: Plan, device: str | None, reporter: Reporter):
+def _load_painter(
+    ws: Workspace, the_plan: Plan, device: str | None, reporter: Reporter, compile: bool = False
+):
     from comicgen.painter import Painter
 
     update: dict = {"name": the_plan.model_name}
     if device:
         update["device"] = device
+    if compile:
+        update["compile"] = True
     reporter.message(f"loading model {the_plan.model_name} …")
     return Painter.load(
         ws.config.model.model_copy(update=update),
@@ -485,6 +490,7 @@ def render_story(
     strip: bool = False,
     dpi: int | None = None,
     batch_size: int | None = 1,
+    compile: bool = False,
 ) -> RenderResult:
     """Paint what is missing and publish the pages.
 
@@ -508,7 +514,14 @@ def render_story(
     reporter.planned(len(jobs), len(missing))
     if state is None:
         painted, reused = paint_jobs(
-            ws, the_plan, jobs, library, reporter, device=device, batch_size=batch_size
+            ws,
+            the_plan,
+            jobs,
+            library,
+            reporter,
+            device=device,
+            batch_size=batch_size,
+            compile=compile,
         )
     else:
         from accelerate.utils import gather_object
@@ -516,7 +529,14 @@ def render_story(
         state.wait_for_everyone()  # all processes have seen the same cache
         with state.split_between_processes(missing) as mine:
             mine_painted, _ = paint_jobs(
-                ws, the_plan, list(mine), library, reporter, device=device, batch_size=batch_size
+                ws,
+                the_plan,
+                list(mine),
+                library,
+                reporter,
+                device=device,
+                batch_size=batch_size,
+                compile=compile,
             )
         painted = sum(gather_object([mine_painted]))
         reused = len(jobs) - len(missing)

@@ -32,6 +32,25 @@ class ModelSettings(Strict):
         "auto", description="'auto' is float16 on a GPU and float32 on the CPU."
     )
     attention_slicing: bool = Field(False, description="Lower memory use at some speed cost.")
+    vae_slicing: bool = Field(
+        False, description="Decode a batch of panels one image at a time (less memory)."
+    )
+    vae_tiling: bool = Field(
+        False, description="Decode large panels in overlapping tiles (much less memory)."
+    )
+    channels_last: bool = Field(
+        False, description="U-Net in channels-last memory format (faster on many GPUs)."
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the U-Net (render --compile): the first panels are slow "
+        "while it compiles, later ones faster; needs a C++ compiler on the CPU.",
+    )
+    cpu_offload: bool = Field(
+        False,
+        description="Keep only the component in use on the GPU (enable_model_cpu_offload): "
+        "for GPUs with little memory; slower.",
+    )
 
 
 class RenderSettings(Strict):

@@ -40,29 +40,14 @@ _WORDS = (
 ).split()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map (what CLIP's BPE works on)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
-
-
 def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """A small CLIP-style BPE: all bytes (plain and word-final) plus merges for _WORDS.
 
     Every merge result is itself in the vocabulary, as ``tokenizers`` requires.
     """
-    symbols = list(_bytes_to_unicode().values())
+    from comicgen.toyworld.model import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
     tokens: list[str] = symbols + [s + "</w>" for s in symbols]
     merges: list[str] = []
     seen_tokens = set(tokens)

@@ -37,6 +37,8 @@ CONFIG_TEMPLATE = """\
 name = "bundled:toyworld"
 device = "auto"        # auto | cpu | cuda | cuda:1 | mps
 dtype = "auto"         # auto | float32 | float16 | bfloat16
+# speed and memory, all off by default: channels_last, compile (or render --compile),
+# vae_slicing, vae_tiling, attention_slicing, cpu_offload (= true to turn one on)
 
 [render]
 # size = 512           # side of a square panel; empty = the model's native size

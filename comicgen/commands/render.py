@@ -65,6 +65,14 @@ def render(
             "each) through Accelerate.",
         ),
     ] = 1,
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the U-Net: slower first panels, faster later ones "
+            "(worth it for long stories on a GPU).",
+        ),
+    ] = False,
 ) -> None:
     """Paint every panel of a story and write its pages to build/NAME/.
 
@@ -94,6 +102,7 @@ def render(
                 ("--strip", strip),
                 ("--open", open_),
                 ("--allow-outside", allow_outside),
+                ("--compile", compile_),
             )
             if on
         ]
@@ -123,6 +132,7 @@ def render(
             strip=strip,
             dpi=dpi,
             batch_size=size,
+            compile=compile_,
         )
     if not result.main:
         return

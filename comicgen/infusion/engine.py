@@ -332,16 +332,21 @@ class Infuser:
     def attach(self) -> None:
         if self._handles:
             raise RuntimeError("infusion hooks are already attached")
+        import torch
+
+        # a compiled U-Net (model.compile) runs the hooks eagerly: they index Python
+        # state per step, which torch.compile would only guard on and recompile
+        eager = torch.compiler.disable
         try:
             self._handles.append(
-                self.unet.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+                self.unet.register_forward_pre_hook(eager(self._pre_hook), with_kwargs=True)
             )
             for name in self.blocks:
                 if name == "out":  # the U-Net's output: handled by _post_hook
                     continue
                 module = self._module(name)
-                self._handles.append(module.register_forward_hook(self._block_hook(name)))
-            self._handles.append(self.unet.register_forward_hook(self._post_hook))
+                self._handles.append(module.register_forward_hook(eager(self._block_hook(name))))
+            self._handles.append(self.unet.register_forward_hook(eager(self._post_hook)))
         except BaseException:
             self.detach()
             raise

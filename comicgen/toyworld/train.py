@@ -103,6 +103,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument(
+        "--extend-minutes",
+        type=float,
+        default=0.0,
+        help="reopen a finished checkpoint's U-Net phase for this many more minutes "
+        "(a new warm-up and cosine learning-rate cycle from the EMA weights)",
+    )
+    ap.add_argument(
         "--export-only", action="store_true", help="export from the checkpoint and stop"
     )
     return ap.parse_args(argv)
@@ -231,6 +238,20 @@ def main(argv: list[str] | None = None) -> None:
             "args": vars(args) | {"out": str(out), "export": str(args.export)},
         }
     deadline = t_start + args.budget_minutes * 60 - state["elapsed"]
+    if args.extend_minutes > 0:
+        if state.get("phase") != "done":
+            raise SystemExit("--extend-minutes: the checkpoint is not finished; resume it first")
+        state["phase"], state["optim"] = "unet", None
+        state["unet_budget"] = args.extend_minutes * 60
+        state["unet_elapsed"] = 0.0
+        state.setdefault("extensions", []).append(
+            {"from_step": state.get("step", 0), "minutes": args.extend_minutes}
+        )
+        deadline = t_start + (args.extend_minutes + args.reserve_minutes) * 60
+        print(
+            f"extending the U-Net phase by {args.extend_minutes} min from step {state['step']}",
+            flush=True,
+        )
 
     def elapsed_now() -> float:
         return state["elapsed"] + (time.time() - t_start)
@@ -614,6 +635,7 @@ def export(state, vae, text_encoder, unet, args, log) -> None:
                 "vae_psnr_train",
                 "unet_final_mse",
                 "elapsed_at_save",
+                "extensions",
             )
         }
         summary["args"] = {
