@@ -138,3 +138,30 @@ def test_model_folder_not_diffusers(ws):
     assert "'./mymodel' is a folder but not a diffusers model (no model_index.json)" in (
         result.output.replace("\n", " ")
     )
+
+
+def test_out_of_memory_is_one_clear_line():
+    """A real out-of-memory error raised inside the U-Net (injected through a forward
+    pre-hook, the same extension point Infusion uses) becomes one line with the fixes."""
+    import torch
+
+    from comicgen.errors import ModelError
+    from comicgen.painter import Painter, PaintJob, inspect_model
+    from comicgen.settings import ModelSettings
+
+    painter = Painter.load(ModelSettings(name="tiny:tiny"), info=inspect_model("tiny:tiny"))
+
+    def exhausted(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = painter.pipe.unet.register_forward_pre_hook(exhausted)
+    try:
+        with pytest.raises(ModelError) as caught:
+            painter.paint(PaintJob("a tree", 64, 64, 2, 5.0, seed=1))
+    finally:
+        handle.remove()
+    line = caught.value.line()
+    assert "\n" not in line
+    assert line.startswith("out of memory on cpu")
+    for fix in ("smaller size", "--device cpu", "float16", "attention_slicing"):
+        assert fix in line
