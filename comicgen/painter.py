@@ -464,8 +464,19 @@ def _load_pipeline(source: ModelSource, dtype):
     index = json.loads((folder / "model_index.json").read_text())
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # loading a local folder takes a moment: its progress bars and the API-rename
+    # FutureWarnings (torch_dtype -> dtype in newer diffusers) are noise in comicgen's output
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     try:
-        return DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(
             f"cannot load model '{source.name}': {str(exc).splitlines()[0][:200]}",
