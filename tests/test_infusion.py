@@ -316,6 +316,22 @@ def test_cached_features_equal_the_uncached_path():
     assert len(cache) > 0 and cache.nbytes > 0
 
 
+def test_cached_character_moves_to_a_new_place_like_the_uncached_path():
+    """A later panel reuses the character's prepared references and features, placed
+    anew for its own box: at another position it equals the uncached panel."""
+    pipe = pipe_for("tiny")
+    s = settings()
+    cache = FeatureCache()
+    left, _ = generate(pipe, [character(position="left")], s, seed=1, cache=cache)
+    right, handle = generate(pipe, [character(position="right")], s, seed=2, cache=cache)
+    assert handle.reference_rows_run == 0  # everything came from the cache
+    uncached_right, _ = generate(pipe, [character(position="right")], s, seed=2)
+    np.testing.assert_allclose(right, uncached_right, rtol=0, atol=1e-4)
+    assert np.abs(right - left).max() > 1e-3
+    prepared = [k for k in cache._entries if k[0] == "prepared"]
+    assert len(prepared) == 1  # masks, alignment, latents: once per character
+
+
 def test_cache_keys_change_with_what_matters():
     pipe = pipe_for("tiny")
     cache = FeatureCache()
