@@ -142,51 +142,41 @@ def _unet(layout: str):
             attention_head_dim=2,
             norm_num_groups=8,
         )
+    # SD 1.5: 4 levels, 2 layers per block, 8 heads, conv projection, 768-d context.
+    sd15 = dict(
+        sample_size=8,
+        block_out_channels=(40, 80, 160, 160),
+        layers_per_block=2,
+        down_block_types=(
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        up_block_types=(
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+        ),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
     if layout == "sd15":
-        # SD 1.5: 4 levels, 2 layers per block, 8 heads, conv projection, 768-d context.
-        return UNet2DConditionModel(
-            sample_size=8,
-            block_out_channels=(40, 80, 160, 160),
-            layers_per_block=2,
-            down_block_types=(
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "DownBlock2D",
-            ),
-            up_block_types=(
-                "UpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-            ),
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        )
+        return UNet2DConditionModel(**sd15)
     if layout == "sd21":
         # SD 2.1: as 1.5, but heads per level (5, 10, 20, 20), linear projection,
         # 1024-d context (OpenCLIP ViT-H), v-prediction.
         return UNet2DConditionModel(
-            sample_size=8,
-            block_out_channels=(40, 80, 160, 160),
-            layers_per_block=2,
-            down_block_types=(
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "DownBlock2D",
-            ),
-            up_block_types=(
-                "UpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-            ),
-            cross_attention_dim=1024,
-            attention_head_dim=(5, 10, 20, 20),
-            use_linear_projection=True,
-            norm_num_groups=8,
+            **(
+                sd15
+                | dict(
+                    cross_attention_dim=1024,
+                    attention_head_dim=(5, 10, 20, 20),
+                    use_linear_projection=True,
+                )
+            )
         )
     if layout == "sdxl":
         # SDXL: 3 levels, transformer layers per block (1, 2, 10), heads (5, 10, 20),
