@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from comicgen.errors import ModelError
 from comicgen.infusion import CharacterRefs
@@ -17,8 +18,6 @@ TOLERANCE = 2  # of 255: another memory layout or kernel may round differently
 
 def paint(settings: ModelSettings, **kw):
     painter = Painter.load(settings, info=inspect_model("tiny:tiny"))
-    from PIL import Image
-
     sheet = Image.new("RGB", (64, 64), (236, 236, 236))
     sheet.paste((40, 40, 220), (20, 16, 44, 48))
     refs = [CharacterRefs("Bo", [sheet], None, "a blue square", position="right", key="bo")]

@@ -83,7 +83,6 @@ class _Call:
     sample: torch.Tensor  # the U-Net's input rows (panel, then reference rows)
     scale: float  # s(t)
     rows: dict[int, slice]  # character index -> reference rows in the batch
-    features: dict[int, dict[str, tuple]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -708,15 +707,15 @@ class Infuser:
         panel = hidden[:batch]
         _, c, h, w = panel.shape
         s = self.settings
-        regional = s.mode == "regional"
-        feats = [
-            None if regional else self._character_features(ci, name, hidden, call)
-            for ci in range(len(self.characters))
-        ]
         rows = slice(batch // 2, batch) if (self.cfg and s.cfg == "cond") else slice(0, batch)
         target = panel[rows].float()
         strengths = [ch.refs.strength for ch in self.characters]
 
+        if s.mode != "regional":  # regional places each character from its own cache entry
+            feats = [
+                self._character_features(ci, name, hidden, call)
+                for ci in range(len(self.characters))
+            ]
         if s.mode == "seed":
             delta = sum(st * f[0].float() for st, f in zip(strengths, feats, strict=True))
             delta = delta / len(feats)
