@@ -72,6 +72,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block is done, then deliver them.
+
+    For short steps that must happen together or not at all, such as a painted
+    panel's file and its database row: an interruption in between would keep the
+    file but lose the row, and the panel would be painted again. Outside the main
+    thread (where handlers cannot be set) the block simply runs.
+    """
+    import signal
+    import threading
+
+    watched = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.getsignal(sig) for sig in watched}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        yield  # handlers cannot be set here, or could not be put back
+        return
+    pending: list[int] = []
+    for sig in watched:
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)  # now handled as it would have been
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)

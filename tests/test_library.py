@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -344,6 +345,29 @@ def test_cache_put_get_keys_and_orphans(lib, tmp_path):
     assert lib.cache_orphans() == [stray]
     with pytest.raises(ValueError):
         lib.cache_put("", b"x")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cache_put_keeps_file_and_row_together_through_an_interrupt(lib, monkeypatch, sig):
+    """A signal that comes between the panel's file and its row is held back until the
+    row is written too, then delivered (a stopped render then counts the panel as kept)."""
+    import comicgen.library as library_module
+
+    write = library_module.atomic_write_bytes
+
+    def write_then_signal(path, data):
+        write(path, data)
+        os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(library_module, "atomic_write_bytes", write_then_signal)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lib.cache_put("cd" * 32, b"\x89PNG fake")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert lib.cache_get("cd" * 32) is not None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_image_problems_finds_damaged_images(lib, tmp_path):

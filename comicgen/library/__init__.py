@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from comicgen.errors import ComicgenError, did_you_mean
-from comicgen.fsutil import atomic_write_bytes, safe_filename
+from comicgen.fsutil import atomic_write_bytes, interrupts_deferred, safe_filename
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -491,7 +491,6 @@ class Library:
 
         rel = self._cache_relpath(key)
         path = self.cache_dir / rel
-        atomic_write_bytes(path, png)
         row = PanelCache(
             key=key,
             path=rel,
@@ -499,8 +498,10 @@ class Library:
             size=len(png),
             meta=json.dumps(meta, sort_keys=True, default=str) if meta else None,
         )
-        with self.db.write() as session:
-            queries.put_cache_row(session, row)
+        with interrupts_deferred():  # a Ctrl-C here would keep the file but not the row
+            atomic_write_bytes(path, png)
+            with self.db.write() as session:
+                queries.put_cache_row(session, row)
         return path
 
     def cache_keys(self) -> set[str]:
