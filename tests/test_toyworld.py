@@ -148,3 +148,32 @@ def test_bundled_model_loads_and_paints():
     ).images[0]
     assert out.shape == (64, 64, 3)
     assert np.isfinite(out).all() and out.std() > 0.02
+
+
+def test_training_script_runs_and_resumes_an_interrupted_extension(tmp_path):
+    """The project's own training script, end to end at toy size: a finished run, then an
+    extension stopped part-way (its checkpoint as a kill would leave it) resumes with the
+    extension's own budget, although the run's total budget is long spent."""
+    import torch
+
+    from comicgen.toyworld import train
+
+    out, export = tmp_path / "run", tmp_path / "model"
+    small = ["--device", "cpu", "--out", str(out), "--export", str(export), "--data", "48"]
+    small += ["--workers", "1", "--batch", "4", "--vae-batch", "4", "--reserve-minutes", "0"]
+    train.main([*small, "--vae-steps", "2", "--unet-steps", "2"])
+    assert (export / "model_index.json").is_file() and (out / "samples.png").is_file()
+    ckpt = out / "checkpoint.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["phase"] == "done" and state["unet_steps_done"] == 2
+
+    # as an extension of 10 min killed with 2 s left would leave it
+    state |= {"phase": "unet", "elapsed": 999 * 60.0, "unet_budget": 600.0}
+    state |= {"unet_elapsed": 598.0, "extensions": [{"from_step": 2, "minutes": 10}]}
+    torch.save(state, ckpt)
+    with pytest.raises(SystemExit, match="without --extend-minutes to resume"):
+        train.main([*small, "--extend-minutes", "5"])
+    train.main(small)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["phase"] == "done"
+    assert state["unet_steps_done"] > 2  # trained on for the extension's last seconds

@@ -238,9 +238,19 @@ def main(argv: list[str] | None = None) -> None:
             "args": vars(args) | {"out": str(out), "export": str(args.export)},
         }
     deadline = t_start + args.budget_minutes * 60 - state["elapsed"]
+    extending = state.get("phase") == "unet" and bool(state.get("extensions"))
+    if extending and args.extend_minutes <= 0:
+        # an interrupted extension: finish its own budget (the run's total is spent)
+        left = state["unet_budget"] - state.get("unet_elapsed", 0.0)
+        deadline = t_start + max(0.0, left) + args.reserve_minutes * 60
+        print(f"resuming the U-Net extension: {left / 60:.1f} min left", flush=True)
     if args.extend_minutes > 0:
         if state.get("phase") != "done":
-            raise SystemExit("--extend-minutes: the checkpoint is not finished; resume it first")
+            what = "extension" if extending else "checkpoint"
+            raise SystemExit(
+                f"--extend-minutes: the {what} is not finished; "
+                "run the same command without --extend-minutes to resume it first"
+            )
         state["phase"], state["optim"] = "unet", None
         state["unet_budget"] = args.extend_minutes * 60
         state["unet_elapsed"] = 0.0
