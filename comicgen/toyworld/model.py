@@ -54,16 +54,24 @@ UNET_CONFIG = dict(
 )
 
 # Stable Diffusion 1.x's noise schedule
+# Stable Diffusion's beta schedule, rescaled to zero terminal SNR, with v-prediction and
+# "trailing" steps (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
+# Flawed"; SD 2.x is v-prediction too).  With SD's own schedule the last step still holds
+# ~7% of the signal, and a 16x16 latent's big flat areas (sky, a body) stay readable from
+# x_T: the model then never learned to take them from the text (the sky followed the seed,
+# not the prompt).  With zero terminal SNR the first step sees noise only, so the text
+# decides.
 SCHEDULE = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
     beta_end=0.012,
     beta_schedule="scaled_linear",
-    prediction_type="epsilon",
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
     steps_offset=1,
     clip_sample=False,
     set_alpha_to_one=False,
-    timestep_spacing="leading",
+    timestep_spacing="trailing",
 )
 
 

@@ -438,7 +438,15 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- latents ----
     t = time.time()
-    lat_mean, lat_std = encode_all(vae, images, autocast)
+    # the latents depend on the data set and the (finished) VAE: kept beside the checkpoint
+    lat_file = out / (
+        f"latents-{args.seed}-{n}-{args.sheet_fraction}-{state.get('vae_steps_done', 0)}.pt"
+    )
+    if lat_file.exists():
+        lat_mean, lat_std = (x.to(device) for x in torch.load(lat_file, map_location="cpu"))
+    else:
+        lat_mean, lat_std = encode_all(vae, images, autocast)
+        torch.save((lat_mean.cpu(), lat_std.cpu()), lat_file)
     sf = state["scaling_factor"]
     print(f"latents: {tuple(lat_mean.shape)} encoded in {time.time() - t:.1f}s", flush=True)
 
@@ -449,7 +457,14 @@ def main(argv: list[str] | None = None) -> None:
         sched = M.train_scheduler()
         ac = sched.alphas_cumprod.to(device)
         snr = ac / (1 - ac)
-        weight = torch.clamp(snr, max=args.min_snr_gamma) / snr
+        v_pred = sched.config.prediction_type == "v_prediction"
+        if v_pred:
+            # min-SNR-style cap on the clean steps; the pure-noise steps (SNR 0, where the
+            # text alone decides the picture) keep full weight
+            weight = torch.clamp(snr + 1, max=args.min_snr_gamma) / (snr + 1)
+        else:
+            weight = torch.clamp(snr, max=args.min_snr_gamma) / snr
+        state["prediction_type"] = sched.config.prediction_type
         ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
         ema_unet.requires_grad_(False)
         ema_text.requires_grad_(False)
@@ -502,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
             with autocast():
                 enc = text_encoder(ids)[0]
                 pred = unet(noisy, ts, enc).sample
-            per = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+            target = a.sqrt() * noise - (1 - a).sqrt() * lat if v_pred else noise
+            per = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
             loss = (per * weight[ts]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
