@@ -177,3 +177,32 @@ def test_training_script_runs_and_resumes_an_interrupted_extension(tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["phase"] == "done"
     assert state["unet_steps_done"] > 2  # trained on for the extension's last seconds
+
+
+def test_decoder_finetune_keeps_the_encoder_and_the_file_format(tmp_path, capsys):
+    import torch
+    from diffusers import AutoencoderKL
+
+    from comicgen.toyworld import finetune_decoder, train
+
+    export = tmp_path / "model"
+    train.main(
+        ["--device", "cpu", "--out", str(tmp_path / "run"), "--export", str(export)]
+        + ["--data", "32", "--workers", "1", "--batch", "4", "--vae-batch", "4"]
+        + ["--reserve-minutes", "0", "--vae-steps", "2", "--unet-steps", "1"]
+    )
+    before = AutoencoderKL.from_pretrained(export / "vae")
+    weights = next((export / "vae").glob("*.safetensors")).name
+    size = (export / "vae" / weights).stat().st_size
+    finetune_decoder.main(
+        ["--model", str(export), "--steps", "5", "--data", "32", "--workers", "1"]
+        + ["--batch", "8", "--lr", "1e-3", "--eval-samples", "16"]
+    )
+    out = capsys.readouterr().out
+    assert "decoder: wrote" in out, out  # 5 steps from a 2-step VAE: clearly better
+    after = AutoencoderKL.from_pretrained(export / "vae")
+    for name, p in before.encoder.state_dict().items():
+        assert torch.equal(p, after.encoder.state_dict()[name]), name
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    assert (export / "vae" / weights).stat().st_size == size  # still float16
+    assert not list(export.glob(".vae*"))

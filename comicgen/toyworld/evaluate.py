@@ -45,6 +45,7 @@ def paint(
     steps: int = 20,
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
+    guidance_rescale: float = 0.0,
 ):
     """Paint one 64x64 image per prompt (seeded per image)."""
     import torch
@@ -57,6 +58,7 @@ def paint(
             prompts[i : i + batch],
             num_inference_steps=steps,
             guidance_scale=guidance,
+            guidance_rescale=guidance_rescale,
             generator=gens,
             height=size,
             width=size,
@@ -81,12 +83,12 @@ def adherence(
     steps: int = 20,
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
+    guidance_rescale: float = 0.0,
 ):
     """Per-attribute accuracy of painted panels read back; also returns images and captions."""
     items = eval_scenes(n, seed)
-    images = paint(
-        pipe, [c for _, c in items], [seed * 100000 + i for i in range(n)], steps, guidance, batch
-    )
+    seeds = [seed * 100000 + i for i in range(n)]
+    images = paint(pipe, [c for _, c in items], seeds, steps, guidance, batch, guidance_rescale)
     hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
     by_count: dict[int, list[float]] = {1: [], 2: []}
     misread = []
@@ -115,13 +117,12 @@ def adherence(
     return acc, {k: float(np.mean(v)) if v else float("nan") for k, v in by_count.items()}, misread
 
 
-def vae_psnr(pipe, n: int = 256, seed: int = 999) -> float:
-    """Reconstruction PSNR (dB) of the VAE on ``n`` fresh renders (scenes and sheets)."""
+def vae_psnr(vae, n: int = 256, seed: int = 999) -> float:
+    """Reconstruction PSNR (dB) of ``vae`` on ``n`` fresh renders (scenes and sheets)."""
     import torch
 
     imgs = np.stack([np.asarray(W.render(W.sample_scene(W.scene_rng(seed, i)))) for i in range(n)])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    vae = pipe.vae
     dtype = next(vae.parameters()).dtype
     recs = []
     with torch.no_grad():
@@ -175,6 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    ap.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=0.0,
+        help="classifier-free-guidance rescale (diffusers' guidance_rescale; 0 = off)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=16)
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     t = time.time()
     pipe = load_pipeline(args.model, args.device)
     acc, by_count, misread = adherence(
-        pipe, args.samples, args.seed, args.steps, args.guidance, args.batch
+        pipe, args.samples, args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale
     )
     dt = time.time() - t
     print(
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.grid:
         sample_grid(pipe, args.seed, args.steps, args.guidance).save(args.grid)
         print(f"samples grid: {args.grid}")
-    p = vae_psnr(pipe, args.vae_samples)
+    p = vae_psnr(pipe.vae, args.vae_samples)
     print(f"  vae reconstruction psnr {p:.2f} dB on {args.vae_samples} fresh renders")
     print(f"prompt_adherence={mean:.3f} vae_psnr={p:.2f}")
 
