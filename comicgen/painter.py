@@ -263,11 +263,18 @@ class PaintJob:
     guidance: float
     seed: int
     negative_prompt: str = ""
+    guidance_rescale: float | None = None  # None: recommended_guidance_rescale()
     characters: Sequence[Any] = ()  # comicgen.infusion.CharacterRefs
     infusion: InfusionSettings = field(default_factory=InfusionSettings)
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
+
+
+def recommended_guidance_rescale(scheduler_config) -> float:
+    """0.7 for a model trained with zero terminal SNR (Lin et al. 2023 recommend rescaling
+    classifier-free guidance with it: without, panels come out over-exposed), else 0."""
+    return 0.7 if scheduler_config.get("rescale_betas_zero_snr", False) else 0.0
 
 
 class Painter:
@@ -356,13 +363,17 @@ class Painter:
 
         first = jobs[0]
         for job in jobs[1:]:
-            if (job.width, job.height, job.steps, job.guidance) != (
+            if (job.width, job.height, job.steps, job.guidance, job.guidance_rescale) != (
                 first.width,
                 first.height,
                 first.steps,
                 first.guidance,
+                first.guidance_rescale,
             ):
                 raise ValueError("a batch must share width, height, steps and guidance")
+        rescale = first.guidance_rescale
+        if rescale is None:
+            rescale = recommended_guidance_rescale(self.pipe.scheduler.config)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
 
         def callback(pipe, step, timestep, kwargs):
@@ -403,6 +414,7 @@ class Painter:
                     width=first.width,
                     num_inference_steps=first.steps,
                     guidance_scale=first.guidance,
+                    guidance_rescale=rescale,
                     generator=generators,
                     callback_on_step_end=callback,
                 )

@@ -67,6 +67,7 @@ class PanelJob:
     seed: int
     scheduler: str
     model: str  # model fingerprint
+    guidance_rescale: float | None = None  # None: the model's recommendation
     characters: list[CharacterSpec] = field(default_factory=list)
     infusion: InfusionSettings = field(default_factory=InfusionSettings)
     key: str = ""
@@ -87,6 +88,8 @@ class PanelJob:
             "scheduler": self.scheduler,
             "model": self.model,
         }
+        if self.guidance_rescale is not None:
+            data["guidance_rescale"] = self.guidance_rescale
         if self.characters and self.infusion.weight > 0:
             data["characters"] = [asdict(c) for c in self.characters]
             data["infusion"] = self.infusion.model_dump()
@@ -210,6 +213,7 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
             seed=panel.seed if panel.seed is not None else panel_seed(render.seed, panel.id),
             scheduler=render.scheduler,
             model=info.fingerprint,
+            guidance_rescale=render.guidance_rescale,
             characters=specs,
             infusion=merge(infusion_base, panel.infusion),
         )
@@ -349,7 +353,7 @@ def batches(jobs: list[PanelJob], size: int) -> list[list[PanelJob]]:
     groups: dict[tuple, list[list[PanelJob]]] = {}
     order: list[list[PanelJob]] = []
     for job in jobs:
-        sig: tuple = (job.width, job.height, job.steps, job.guidance)
+        sig: tuple = (job.width, job.height, job.steps, job.guidance, job.guidance_rescale)
         if job.characters and job.infusion.weight > 0:
             if job.infusion.reference_seed is None:
                 order.append([job])
@@ -459,6 +463,7 @@ def _paint_job(job: PanelJob, library):
         height=job.height,
         steps=job.steps,
         guidance=job.guidance,
+        guidance_rescale=job.guidance_rescale,
         seed=job.seed,
         characters=[character_refs(c, library) for c in job.characters],
         infusion=job.infusion,

@@ -63,6 +63,14 @@ class RenderSettings(Strict):
     )
     steps: int = Field(20, ge=1, le=200, description="Denoising steps per panel.")
     guidance: float = Field(5.0, ge=0.0, le=30.0, description="Classifier-free guidance scale.")
+    guidance_rescale: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Rescale of the guided prediction toward the conditional one's spread "
+        "(diffusers' guidance_rescale; against washed-out or over-exposed panels). Empty: "
+        "0.7 for models trained with zero terminal SNR, such as the bundled one; 0 otherwise.",
+    )
     seed: int = Field(
         1234, ge=0, le=2**32 - 1, description="Base seed; each panel derives its own from it."
     )

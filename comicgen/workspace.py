@@ -44,6 +44,7 @@ dtype = "auto"         # auto | float32 | float16 | bfloat16
 # size = 512           # side of a square panel; empty = the model's native size
 steps = 20
 guidance = 5.0
+# guidance_rescale = 0.7   # empty: 0.7 for zero-terminal-SNR models (the bundled one), else 0
 seed = 1234
 
 [infusion]

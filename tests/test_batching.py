@@ -48,6 +48,40 @@ def test_infused_batch_equals_single_panels(painter):
         painter.paint_batch([jobs[0], job(7)])
 
 
+def test_guidance_rescale_follows_the_model_unless_set(painter):
+    """Empty guidance_rescale: 0 for a model with SD's own schedule, 0.7 for one trained
+    with zero terminal SNR (like the bundled model); a set value is used as it is."""
+    plain = pixels(painter.paint(job(4)))
+    assert np.array_equal(plain, pixels(painter.paint(job(4, guidance_rescale=0.0))))
+    rescaled = pixels(painter.paint(job(4, guidance_rescale=0.7)))
+    assert np.abs(rescaled - plain).max() > 0
+    with pytest.raises(ValueError, match="share"):
+        painter.paint_batch([job(4), job(5, guidance_rescale=0.7)])
+
+    original = painter.pipe.scheduler
+    painter.pipe.scheduler = type(original).from_config(
+        original.config,
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+    )
+    try:
+        auto = pixels(painter.paint(job(4)))
+        assert np.array_equal(auto, pixels(painter.paint(job(4, guidance_rescale=0.7))))
+        assert not np.array_equal(auto, pixels(painter.paint(job(4, guidance_rescale=0.0))))
+    finally:
+        painter.pipe.scheduler = original
+
+
+def test_guidance_rescale_is_part_of_the_panel_key():
+    from comicgen.render import PanelJob
+
+    base = dict(page=1, index=1, id="1.1", prompt="a tree", negative_prompt="", width=64)
+    base |= dict(height=64, steps=3, guidance=5.0, seed=1, scheduler="default", model="m")
+    keys = {PanelJob(**base, guidance_rescale=r).compute_key() for r in (None, 0.0, 0.7)}
+    assert len(keys) == 3
+
+
 def test_render_with_batches_matches_render_without(tmp_path):
     outputs = []
     for size in ("1", "4"):
