@@ -195,6 +195,7 @@ def run_method(pipe, method: Method, panels: list[Panel], args, cache) -> dict[s
     totals: dict[str, list[float]] = {}
     size = 64
     kw = dict(height=size, width=size, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    rescale = {"guidance_rescale": args.guidance_rescale}
     start = time.perf_counter()
     if method.kind == "img2img":
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -204,7 +205,7 @@ def run_method(pipe, method: Method, panels: list[Panel], args, cache) -> dict[s
     for panel in panels:
         generator = torch.Generator("cpu").manual_seed(panel.seed)
         if method.kind == "plain":
-            image = pipe(prompt=panel.prompt, generator=generator, **kw).images[0]
+            image = pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
         elif method.kind == "img2img":
             image = img2img(
                 prompt=panel.prompt,
@@ -213,12 +214,13 @@ def run_method(pipe, method: Method, panels: list[Panel], args, cache) -> dict[s
                 generator=generator,
                 num_inference_steps=args.steps,
                 guidance_scale=args.guidance,
+                **rescale,
             ).images[0]
         else:
             settings = InfusionSettings(**method.settings)
             refs = character_refs(panel, method.placement)
             with infused(pipe, refs, settings, seed=panel.seed, cache=cache, **kw):
-                image = pipe(prompt=panel.prompt, generator=generator, **kw).images[0]
+                image = pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
         if args.save:
             folder = Path(args.save) / method.name
             folder.mkdir(parents=True, exist_ok=True)
@@ -259,6 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=48, help="panels per method (default 48)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=None,
+        help="CFG rescale (default: as comicgen render does, 0.7 for zero-terminal-SNR models)",
+    )
     ap.add_argument("--methods", default="", help="comma-separated subset of the methods")
     ap.add_argument("--model", type=Path, default=MODEL, help="a StableDiffusionPipeline folder")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -281,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     pipe = StableDiffusionPipeline.from_pretrained(args.model).to(args.device)
     pipe.set_progress_bar_config(disable=True)
+    if args.guidance_rescale is None:
+        from comicgen.painter import recommended_guidance_rescale
+
+        args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     chosen = [m for m in methods() if not args.methods or m.name in args.methods.split(",")]
     if args.extra:
         text = Path(args.extra[1:]).read_text() if args.extra.startswith("@") else args.extra
@@ -302,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{method.name:<14} {summary} ({result['seconds']:.2f} s/panel)", flush=True)
     print_table(rows)
     print(
-        f"\n{args.seeds} panels per method, {args.steps} steps, guidance {args.guidance}, "
+        f"\n{args.seeds} panels per method, {args.steps} steps, guidance {args.guidance} "
+        f"(rescale {args.guidance_rescale}), "
         f"{time.perf_counter() - begin:.0f} s in all"
     )
     by_name = {m.name: r for m, r in rows}

@@ -155,12 +155,23 @@ def sample_captions() -> list[str]:
     ]
 
 
-def sample_grid(pipe, seed: int = 0, steps: int = 20, guidance: float = DEFAULT_GUIDANCE):
+def sample_grid(
+    pipe,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = DEFAULT_GUIDANCE,
+    guidance_rescale: float | None = None,
+):
     """A grid of painted samples with their captions under them (two seeds per caption)."""
     pipe.set_progress_bar_config(disable=True)
     caps = sample_captions()
     prompts = [c for c in caps for _ in range(2)]
-    images = paint(pipe, prompts, [seed * 1000 + i for i in range(len(prompts))], steps, guidance)
+    if guidance_rescale is None:
+        from comicgen.painter import recommended_guidance_rescale
+
+        guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
+    seeds = [seed * 1000 + i for i in range(len(prompts))]
+    images = paint(pipe, prompts, seeds, steps, guidance, guidance_rescale=guidance_rescale)
     return W.caption_grid(images, prompts, cols=6)
 
 
@@ -179,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--guidance-rescale",
         type=float,
-        default=0.0,
-        help="classifier-free-guidance rescale (diffusers' guidance_rescale; 0 = off)",
+        default=None,
+        help="classifier-free-guidance rescale (diffusers' guidance_rescale); default as "
+        "comicgen render: 0.7 for a zero-terminal-SNR model such as this one, else 0",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -194,13 +206,17 @@ def main(argv: list[str] | None = None) -> None:
 
     t = time.time()
     pipe = load_pipeline(args.model, args.device)
+    if args.guidance_rescale is None:
+        from comicgen.painter import recommended_guidance_rescale
+
+        args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     acc, by_count, misread = adherence(
         pipe, args.samples, args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale
     )
     dt = time.time() - t
     print(
         f"painted and read {args.samples} panels ({args.steps} steps, "
-        f"guidance {args.guidance}) in {dt:.1f}s"
+        f"guidance {args.guidance}, rescale {args.guidance_rescale}) in {dt:.1f}s"
     )
     for a in ATTRIBUTES:
         print(f"  {a:9s} {acc[a]:.3f}")
@@ -214,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
             [m[0] for m in misread[:24]], [m[1] for m in misread[:24]], cols=4, cell=192
         ).save(args.failures)
     if args.grid:
-        sample_grid(pipe, args.seed, args.steps, args.guidance).save(args.grid)
+        sample_grid(pipe, args.seed, args.steps, args.guidance, args.guidance_rescale).save(
+            args.grid
+        )
         print(f"samples grid: {args.grid}")
     p = vae_psnr(pipe.vae, args.vae_samples)
     print(f"  vae reconstruction psnr {p:.2f} dB on {args.vae_samples} fresh renders")
