@@ -377,11 +377,13 @@ def paint_jobs(
     library,
     reporter: Reporter,
     *,
-    device: str | None = None,
+    model: dict | None = None,
     batch_size: int | None = 1,
-    compile: bool = False,
 ) -> tuple[int, int]:
     """Paint the jobs that are not cached; returns (painted, reused).
+
+    ``model`` overrides fields of the workspace's ``[model]`` settings (``device``,
+    ``compile``: what the command line says).
 
     Each panel is locked while it is painted, so a second render of the same story
     (or another process of a multi-process render) paints other panels meanwhile and
@@ -394,7 +396,7 @@ def paint_jobs(
     queue = list(jobs)
     size = batch_size or 1
     if batch_size is None and any(library.cache_get(j.key) is None for j in jobs):
-        painter = _load_painter(ws, the_plan, device, reporter, compile)
+        painter = _load_painter(ws, the_plan, model, reporter)
         size = painter.auto_batch_size(jobs[0].width, jobs[0].height)
     try:
         for blocking in (False, True):
@@ -415,7 +417,7 @@ def paint_jobs(
                     if not ready:
                         continue
                     if painter is None:
-                        painter = _load_painter(ws, the_plan, device, reporter, compile)
+                        painter = _load_painter(ws, the_plan, model, reporter)
                     reporter.panel_started(ready[0])
                     images = painter.paint_batch(
                         [_paint_job(job, library) for job in ready], on_step=reporter.step
@@ -434,16 +436,10 @@ def paint_jobs(
     return painted, reused
 
 
-def _load_painter(
-    ws: Workspace, the_plan: Plan, device: str | None, reporter: Reporter, compile: bool = False
-):
+def _load_painter(ws: Workspace, the_plan: Plan, model: dict | None, reporter: Reporter):
     from comicgen.painter import Painter
 
-    update: dict = {"name": the_plan.model_name}
-    if device:
-        update["device"] = device
-    if compile:
-        update["compile"] = True
+    update = (model or {}) | {"name": the_plan.model_name}
     reporter.message(f"loading model {the_plan.model_name} …")
     return Painter.load(
         ws.config.model.model_copy(update=update),
@@ -517,16 +513,10 @@ def render_story(
     jobs = select(the_plan, pages, panel)
     missing = [j for j in jobs if library.cache_get(j.key) is None]
     reporter.planned(len(jobs), len(missing))
+    model: dict = ({"device": device} if device else {}) | ({"compile": True} if compile else {})
     if state is None:
         painted, reused = paint_jobs(
-            ws,
-            the_plan,
-            jobs,
-            library,
-            reporter,
-            device=device,
-            batch_size=batch_size,
-            compile=compile,
+            ws, the_plan, jobs, library, reporter, model=model, batch_size=batch_size
         )
     else:
         from accelerate.utils import gather_object
@@ -534,14 +524,7 @@ def render_story(
         state.wait_for_everyone()  # all processes have seen the same cache
         with state.split_between_processes(missing) as mine:
             mine_painted, _ = paint_jobs(
-                ws,
-                the_plan,
-                list(mine),
-                library,
-                reporter,
-                device=device,
-                batch_size=batch_size,
-                compile=compile,
+                ws, the_plan, list(mine), library, reporter, model=model, batch_size=batch_size
             )
         painted = sum(gather_object([mine_painted]))
         reused = len(jobs) - len(missing)
