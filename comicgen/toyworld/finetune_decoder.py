@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % 50 == 0:
             mse = float(l2.detach()) / 4.0
             print(
-                f"decoder step {step:5d}  {100 * prog:5.1f}%  loss {float(loss):.4f}  "
+                f"decoder step {step:5d}  {100 * prog:5.1f}%  loss {float(loss.detach()):.4f}  "
                 f"psnr {10 * math.log10(1 / max(mse, 1e-12)):.2f} dB",
                 flush=True,
             )
