@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -129,6 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".vae-", dir=folder))
     try:
         vae.to("cpu", saved_dtype).save_pretrained(tmp / "vae", safe_serialization=True)
+        config = tmp / "vae" / "config.json"  # not where it was loaded from: a local path
+        config.write_text(
+            json.dumps(
+                {k: v for k, v in json.loads(config.read_text()).items() if k != "_name_or_path"},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         old = folder / ".vae.old"
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder / "vae", old)
