@@ -45,10 +45,16 @@ def paint(
     steps: int = 20,
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
-    guidance_rescale: float = 0.0,
+    guidance_rescale: float | None = None,
 ):
-    """Paint one 64x64 image per prompt (seeded per image)."""
+    """Paint one 64x64 image per prompt (seeded per image); ``guidance_rescale`` None is
+    the model's recommendation, as in ``comicgen render``."""
     import torch
+
+    from comicgen.painter import recommended_guidance_rescale
+
+    if guidance_rescale is None:
+        guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     out = []
@@ -83,7 +89,7 @@ def adherence(
     steps: int = 20,
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
-    guidance_rescale: float = 0.0,
+    guidance_rescale: float | None = None,
 ):
     """Per-attribute accuracy of painted panels read back; also returns images and captions."""
     items = eval_scenes(n, seed)
@@ -166,10 +172,6 @@ def sample_grid(
     pipe.set_progress_bar_config(disable=True)
     caps = sample_captions()
     prompts = [c for c in caps for _ in range(2)]
-    if guidance_rescale is None:
-        from comicgen.painter import recommended_guidance_rescale
-
-        guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     seeds = [seed * 1000 + i for i in range(len(prompts))]
     images = paint(pipe, prompts, seeds, steps, guidance, guidance_rescale=guidance_rescale)
     return W.caption_grid(images, prompts, cols=6)

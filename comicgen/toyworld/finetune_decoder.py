@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -54,7 +53,7 @@ def _saved_dtype(folder: Path):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from comicgen.toyworld.train import lr_at, render_data
+    from comicgen.toyworld.train import lr_at, psnr, reconstruction_loss, render_data
 
     data = argparse.Namespace(
         data=args.data, workers=args.workers, seed=args.seed, variants=1, sheet_fraction=0.15
@@ -99,21 +98,16 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         rec = vae.decode(z).sample.float()
-        l1 = (rec - x).abs().mean()
-        l2 = ((rec - x) ** 2).mean()
-        gx = ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
-        gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
-        loss = l1 + l2 + 0.5 * (gx + gy)
+        loss, _, _ = reconstruction_loss(rec, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         if step % 50 == 0:
-            mse = float(l2.detach()) / 4.0
             print(
                 f"decoder step {step:5d}  {100 * prog:5.1f}%  loss {float(loss.detach()):.4f}  "
-                f"psnr {10 * math.log10(1 / max(mse, 1e-12)):.2f} dB",
+                f"psnr {psnr(rec.detach(), x):.2f} dB",
                 flush=True,
             )
     vae.eval()

@@ -53,7 +53,6 @@ UNET_CONFIG = dict(
     norm_num_groups=8,
 )
 
-# Stable Diffusion 1.x's noise schedule
 # Stable Diffusion's beta schedule, rescaled to zero terminal SNR, with v-prediction and
 # "trailing" steps (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
 # Flawed"; SD 2.x is v-prediction too).  With SD's own schedule the last step still holds
