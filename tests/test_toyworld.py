@@ -150,6 +150,52 @@ def test_bundled_model_loads_and_paints():
     assert np.isfinite(out).all() and out.std() > 0.02
 
 
+def test_hat_masks_mark_the_hats_at_latent_resolution():
+    """``--hat-weight``'s masks: a cell is marked exactly where a hat changed the picture."""
+    images, _, masks = M.data_chunk(5, 0, 40, 1, 0.15, hat_masks=True)
+    assert masks.shape == (40, M.LATENT_SIZE, M.LATENT_SIZE)
+    for i in range(40):
+        scene = W.sample_scene(W.scene_rng(5, i), 0.15)
+        hats = [c.hat for c in scene.characters if c.hat != "none"]
+        assert bool(masks[i].any()) == bool(hats)
+        if hats:
+            assert masks[i].mean() < 0.2  # a hat, not the whole character
+            cells = np.kron(masks[i], np.ones((4, 4), dtype=np.uint8)).astype(bool)
+            hat_rgb = [np.array(W.COLORS[h]) for h in hats]
+            near = min(np.abs(images[i][cells].astype(int) - c).sum(axis=1).min() for c in hat_rgb)
+            assert near < 30  # the marked cells hold the hat's colour
+    assert M.data_chunk(5, 0, 4, 1, 0.15)[2] is None
+
+
+@pytest.mark.skipif(
+    not (BUNDLED / "model_index.json").exists(), reason="bundled model not trained yet"
+)
+def test_evaluate_prints_adherence_and_psnr(capsys):
+    from comicgen.toyworld import evaluate
+
+    evaluate.main(["--samples", "2", "--steps", "2", "--vae-samples", "4", "--batch", "2"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    for a in evaluate.ATTRIBUTES:
+        assert any(re.fullmatch(rf"\s+{a}\s+[01]\.\d{{3}}", line) for line in lines), a
+    assert re.fullmatch(r"prompt_adherence=[01]\.\d{3} vae_psnr=\d+\.\d\d", lines[-1])
+
+
+def test_hat_errors_are_sorted_by_kind():
+    from comicgen.toyworld.evaluate import hat_error
+
+    def ch(pos, color, hat):
+        return R.CharacterReading(pos, "circle", color, hat, "plain", "none", "happy")
+
+    left, right = ch("left", "red", "blue"), ch("right", "green", "yellow")
+    scene = R.Reading("scene", "day", "grass", "wide", "none", [left, right])
+    assert hat_error(left, None, scene) == "no character"
+    assert hat_error(left, ch("left", "red", "none"), scene) == "missing"
+    assert hat_error(ch("left", "red", "none"), ch("left", "red", "blue"), scene) == "unasked"
+    assert hat_error(left, ch("left", "red", "red"), scene) == "body colour"
+    assert hat_error(left, ch("left", "red", "yellow"), scene) == "other character's"
+    assert hat_error(left, ch("left", "red", "purple"), scene) == "wrong colour"
+
+
 def test_training_script_runs_and_resumes_an_interrupted_extension(tmp_path):
     """The project's own training script, end to end at toy size: a finished run, then an
     extension stopped part-way (its checkpoint as a kill would leave it) resumes with the
@@ -161,7 +207,7 @@ def test_training_script_runs_and_resumes_an_interrupted_extension(tmp_path):
     out, export = tmp_path / "run", tmp_path / "model"
     small = ["--device", "cpu", "--out", str(out), "--export", str(export), "--data", "48"]
     small += ["--workers", "1", "--batch", "4", "--vae-batch", "4", "--reserve-minutes", "0"]
-    train.main([*small, "--vae-steps", "2", "--unet-steps", "2"])
+    train.main([*small, "--vae-steps", "2", "--unet-steps", "2", "--hat-weight", "2"])
     assert (export / "model_index.json").is_file() and (out / "samples.png").is_file()
     ckpt = out / "checkpoint.pt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)

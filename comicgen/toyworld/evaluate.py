@@ -13,6 +13,7 @@ import argparse
 import math
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +92,16 @@ def adherence(
     batch: int = 16,
     guidance_rescale: float | None = None,
 ):
-    """Per-attribute accuracy of painted panels read back; also returns images and captions."""
+    """Per-attribute accuracy of painted panels read back; also the mean score by number of
+    characters, the misread panels (image, caption and reading) and the hat errors by kind
+    (:func:`hat_error`)."""
     items = eval_scenes(n, seed)
     seeds = [seed * 100000 + i for i in range(n)]
     images = paint(pipe, [c for _, c in items], seeds, steps, guidance, batch, guidance_rescale)
     hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
     by_count: dict[int, list[float]] = {1: [], 2: []}
     misread = []
+    hat_errors: Counter[str] = Counter()
     for (scene, cap), img in zip(items, images, strict=False):
         got, want = R.read(img), R.truth(scene)
         row = []
@@ -111,6 +115,8 @@ def adherence(
                 ok = gc is not None and getattr(gc, a) == getattr(wc, a)
                 hits[a].append(ok)
                 row.append(ok)
+            if gc is None or gc.hat != wc.hat:
+                hat_errors[hat_error(wc, gc, want)] += 1
         by_count[len(scene.characters)].append(float(np.mean(row)))
         if not all(row):
             seen = ", ".join(
@@ -120,7 +126,26 @@ def adherence(
                 (img, f"{cap} || READ: {got.shot}, {got.sky}, {got.ground}, {got.prop}; {seen}")
             )
     acc = {a: float(np.mean(v)) for a, v in hits.items()}
-    return acc, {k: float(np.mean(v)) if v else float("nan") for k, v in by_count.items()}, misread
+    counts = {k: float(np.mean(v)) if v else float("nan") for k, v in by_count.items()}
+    return acc, counts, misread, hat_errors
+
+
+def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R.Reading) -> str:
+    """What went wrong with a misread hat: 'no character' read there, 'missing' (asked for,
+    read none), 'unasked' (a hat where none was asked), 'body colour' (the hat took the
+    body's colour), 'other character's' (took the other character's hat colour) or 'wrong
+    colour'."""
+    if got is None:
+        return "no character"
+    if got.hat == "none":
+        return "missing"
+    if want.hat == "none":
+        return "unasked"
+    if got.hat == want.color:
+        return "body colour"
+    if any(c.hat == got.hat for c in scene.characters if c.position != want.position):
+        return "other character's"
+    return "wrong colour"
 
 
 def vae_psnr(vae, n: int = 256, seed: int = 999) -> float:
@@ -212,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         from comicgen.painter import recommended_guidance_rescale
 
         args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
-    acc, by_count, misread = adherence(
+    acc, by_count, misread, hat_errors = adherence(
         pipe, args.samples, args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale
     )
     dt = time.time() - t
@@ -227,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         f"  {'mean':9s} {mean:.3f}   (one character {by_count[1]:.3f}, "
         f"two characters {by_count[2]:.3f})"
     )
+    if hat_errors:
+        print("  hat errors: " + ", ".join(f"{k} {v}" for k, v in hat_errors.most_common()))
     if args.failures and misread:
         W.caption_grid(
             [m[0] for m in misread[:24]], [m[1] for m in misread[:24]], cols=4, cell=192

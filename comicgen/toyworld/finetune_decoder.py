@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     data = argparse.Namespace(
         data=args.data, workers=args.workers, seed=args.seed, variants=1, sheet_fraction=0.15
     )
-    images_np, _ = render_data(data)
+    images_np = render_data(data)[0]
 
     import torch
     from diffusers import AutoencoderKL

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from comicgen.toyworld.world import vocabulary
 
+LATENT_SIZE = 16  # 64 / 4: the VAE downsamples x4
 MAX_TOKENS = 64  # tokenizer.model_max_length (captions are at most ~45 tokens)
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -194,11 +195,16 @@ def encode_captions(captions: list[str], max_length: int = MAX_TOKENS):
     return torch.tensor([caption_ids(c, max_length) for c in captions], dtype=torch.long)
 
 
-def data_chunk(seed: int, start: int, count: int, variants: int, sheet_fraction: float):
-    """Training data ``start .. start+count``: images (uint8 N x 64 x 64 x 3) and
-    ``variants`` training captions per image as token ids (int32 N x variants x MAX_TOKENS).
-    Deterministic per index (a process-pool worker; no torch)."""
+def data_chunk(
+    seed: int, start: int, count: int, variants: int, sheet_fraction: float, hat_masks: bool = False
+):
+    """Training data ``start .. start+count``: images (uint8 N x 64 x 64 x 3), ``variants``
+    training captions per image as token ids (int32 N x variants x MAX_TOKENS) and, with
+    ``hat_masks``, where the hats are at latent resolution (uint8 N x 16 x 16: 1 where a
+    4x4-pixel cell holds any hat pixel; else None).  Deterministic per index (a process-pool
+    worker; no torch)."""
     import random
+    from dataclasses import replace
 
     import numpy as np
 
@@ -206,13 +212,21 @@ def data_chunk(seed: int, start: int, count: int, variants: int, sheet_fraction:
 
     images = np.empty((count, W.SIZE, W.SIZE, 3), dtype=np.uint8)
     ids = np.empty((count, variants, MAX_TOKENS), dtype=np.int32)
+    cell = W.SIZE // LATENT_SIZE
+    masks = np.zeros((count, LATENT_SIZE, LATENT_SIZE), dtype=np.uint8) if hat_masks else None
     for i in range(count):
         scene = W.sample_scene(W.scene_rng(seed, start + i), sheet_fraction)
         images[i] = np.asarray(W.render(scene))
+        if masks is not None and any(c.hat != "none" for c in scene.characters):
+            bare = replace(
+                scene, characters=tuple(replace(c, hat="none") for c in scene.characters)
+            )
+            diff = np.abs(images[i].astype(np.int16) - np.asarray(W.render(bare))).max(axis=2) > 24
+            masks[i] = diff.reshape(LATENT_SIZE, cell, LATENT_SIZE, cell).any(axis=(1, 3))
         rng = random.Random(f"captions:{seed}:{start + i}")
         for v in range(variants):
             ids[i, v] = caption_ids(W.training_caption(scene, rng))
-    return images, ids
+    return images, ids, masks
 
 
 # --- components ------------------------------------------------------------------------

@@ -88,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of U-Net and text encoder")
     ap.add_argument("--min-snr-gamma", type=float, default=5.0)
     ap.add_argument(
+        "--hat-weight",
+        type=float,
+        default=0.0,
+        help="extra loss weight on the latent cells that hold a hat (0: plain loss; "
+        "hats are ~1%% of the picture and the weakest prompt binding)",
+    )
+    ap.add_argument(
         "--workers", type=int, default=max(1, min(16, os.cpu_count() or 1)), help="render processes"
     )
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
@@ -153,11 +160,15 @@ def lr_at(progress: float, base: float, warmup: float = 0.03, floor: float = 0.0
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def render_data(args) -> tuple[np.ndarray, np.ndarray]:
+def render_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Images, caption ids and (with ``--hat-weight``) hat masks of the training set."""
     n, w = args.data, max(1, args.workers)
     chunk = 500
     starts = list(range(0, n, chunk))
-    jobs = [(args.seed, s, min(chunk, n - s), args.variants, args.sheet_fraction) for s in starts]
+    masks = getattr(args, "hat_weight", 0.0) > 0
+    jobs = [
+        (args.seed, s, min(chunk, n - s), args.variants, args.sheet_fraction, masks) for s in starts
+    ]
     t = time.time()
     if w == 1:
         parts = [M.data_chunk(*j) for j in jobs]
@@ -170,12 +181,13 @@ def render_data(args) -> tuple[np.ndarray, np.ndarray]:
             parts = list(ex.map(M.data_chunk, *zip(*jobs, strict=False)))
     images = np.concatenate([p[0] for p in parts])
     ids = np.concatenate([p[1] for p in parts])
+    hat = np.concatenate([p[2] for p in parts]) if masks else None
     print(
         f"data: rendered {n} images with {args.variants} captions each "
         f"in {time.time() - t:.1f}s ({w} workers)",
         flush=True,
     )
-    return images, ids
+    return images, ids, hat
 
 
 def ema_update(ema, model, decay: float) -> None:
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpt_path = out / "checkpoint.pt"
     log = Log(out / "log.jsonl")
     # render first: worker processes are forked before torch starts any threads or CUDA
-    images_np, ids_np = (None, None) if args.export_only else render_data(args)
+    images_np, ids_np, hat_np = (None, None, None) if args.export_only else render_data(args)
 
     import torch
 
@@ -265,7 +277,13 @@ def main(argv: list[str] | None = None) -> None:
         state["unet_budget"] = args.extend_minutes * 60
         state["unet_elapsed"] = 0.0
         state.setdefault("extensions", []).append(
-            {"from_step": state.get("step", 0), "minutes": args.extend_minutes}
+            {
+                "from_step": state.get("step", 0),
+                "minutes": args.extend_minutes,
+                "lr": args.lr,
+                "data": args.data,
+                "hat_weight": args.hat_weight,
+            }
         )
         deadline = t_start + (args.extend_minutes + args.reserve_minutes) * 60
         print(
@@ -332,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(device)
     )  # uint8 N,3,64,64
     caption_ids = torch.from_numpy(ids_np).to(device)
+    hat_masks = torch.from_numpy(hat_np).to(device) if hat_np is not None else None
     n = images.shape[0]
     gen = torch.Generator(device=device)
 
@@ -517,8 +536,15 @@ def main(argv: list[str] | None = None) -> None:
                 enc = text_encoder(ids)[0]
                 pred = unet(noisy, ts, enc).sample
             target = a.sqrt() * noise - (1 - a).sqrt() * lat if v_pred else noise
-            per = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
-            loss = (per * weight[ts]).mean()
+            err = (pred.float() - target) ** 2
+            per = err.mean(dim=(1, 2, 3))
+            if hat_masks is not None:
+                # spatial weight 1 + hat_weight on hat cells: the hats' share of the gradient
+                # grows; the rest of the picture keeps its plain loss
+                cells = 1.0 + args.hat_weight * hat_masks[idx].float().unsqueeze(1)
+                loss = ((err * cells).mean(dim=(1, 2, 3)) * weight[ts]).mean()
+            else:
+                loss = (per * weight[ts]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
