@@ -42,7 +42,7 @@ TEXT_CONFIG = dict(
 )
 
 UNET_CONFIG = dict(
-    sample_size=16,
+    sample_size=LATENT_SIZE,
     in_channels=8,
     out_channels=8,
     down_block_types=("CrossAttnDownBlock2D",) * 3,

@@ -160,14 +160,14 @@ def lr_at(progress: float, base: float, warmup: float = 0.03, floor: float = 0.0
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def render_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Images, caption ids and (with ``--hat-weight``) hat masks of the training set."""
+def render_data(args, hat_masks: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Images, caption ids and (with ``hat_masks``) hat masks of the training set."""
     n, w = args.data, max(1, args.workers)
     chunk = 500
     starts = list(range(0, n, chunk))
-    masks = getattr(args, "hat_weight", 0.0) > 0
     jobs = [
-        (args.seed, s, min(chunk, n - s), args.variants, args.sheet_fraction, masks) for s in starts
+        (args.seed, s, min(chunk, n - s), args.variants, args.sheet_fraction, hat_masks)
+        for s in starts
     ]
     t = time.time()
     if w == 1:
@@ -181,7 +181,7 @@ def render_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             parts = list(ex.map(M.data_chunk, *zip(*jobs, strict=False)))
     images = np.concatenate([p[0] for p in parts])
     ids = np.concatenate([p[1] for p in parts])
-    hat = np.concatenate([p[2] for p in parts]) if masks else None
+    hat = np.concatenate([p[2] for p in parts]) if hat_masks else None
     print(
         f"data: rendered {n} images with {args.variants} captions each "
         f"in {time.time() - t:.1f}s ({w} workers)",
@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     ckpt_path = out / "checkpoint.pt"
     log = Log(out / "log.jsonl")
     # render first: worker processes are forked before torch starts any threads or CUDA
-    images_np, ids_np, hat_np = (None, None, None) if args.export_only else render_data(args)
+    images_np, ids_np, hat_np = (
+        (None, None, None) if args.export_only else render_data(args, args.hat_weight > 0)
+    )
 
     import torch
 
@@ -537,14 +539,12 @@ def main(argv: list[str] | None = None) -> None:
                 pred = unet(noisy, ts, enc).sample
             target = a.sqrt() * noise - (1 - a).sqrt() * lat if v_pred else noise
             err = (pred.float() - target) ** 2
-            per = err.mean(dim=(1, 2, 3))
+            per = err.mean(dim=(1, 2, 3))  # the plain MSE, logged
             if hat_masks is not None:
                 # spatial weight 1 + hat_weight on hat cells: the hats' share of the gradient
                 # grows; the rest of the picture keeps its plain loss
-                cells = 1.0 + args.hat_weight * hat_masks[idx].float().unsqueeze(1)
-                loss = ((err * cells).mean(dim=(1, 2, 3)) * weight[ts]).mean()
-            else:
-                loss = (per * weight[ts]).mean()
+                err = err * (1.0 + args.hat_weight * hat_masks[idx].float().unsqueeze(1))
+            loss = (err.mean(dim=(1, 2, 3)) * weight[ts]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
