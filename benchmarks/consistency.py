@@ -55,7 +55,7 @@ class Panel:
 
 
 def make_panels(n: int, two: bool, base_seed: int = 2024) -> list[Panel]:
-    from comicgen.toyworld import world as W
+    from toyworld import world as W
 
     panels = []
     for i in range(n):
@@ -87,7 +87,7 @@ def make_panels(n: int, two: bool, base_seed: int = 2024) -> list[Panel]:
 
 def toy_box(shot: str, positions: list[str], index: int) -> tuple[float, float, float, float]:
     """Where the toy world draws a character (body and hat), as fractions of the panel."""
-    from comicgen.toyworld import world as W
+    from toyworld import world as W
 
     cx, s = W.layout(shot, tuple(positions))[index]
     feet = W.FEET[shot]
@@ -100,7 +100,7 @@ _SHEETS: dict = {}
 
 
 def sheet_images(ch) -> list:
-    from comicgen.toyworld import world as W
+    from toyworld import world as W
 
     if ch not in _SHEETS:
         views = dict(W.sheet_views(ch))
@@ -110,7 +110,7 @@ def sheet_images(ch) -> list:
 
 def character_refs(panel: Panel, placement: str):
     from comicgen.infusion import CharacterRefs
-    from comicgen.toyworld import world as W
+    from toyworld import world as W
 
     refs = []
     for i, (ch, pos) in enumerate(zip(panel.characters, panel.positions, strict=True)):
@@ -130,7 +130,7 @@ def character_refs(panel: Panel, placement: str):
 
 
 def score(image, panel: Panel) -> dict[str, list[float]]:
-    from comicgen.toyworld import reader
+    from toyworld import reader
 
     reading = reader.read(image)
     out: dict[str, list[float]] = {}

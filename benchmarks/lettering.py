@@ -1,7 +1,7 @@
 """Timing of laying out and publishing a 12-panel story (HTML + PNG + CBZ).
 
 No diffusion model is involved: the panels are drawn by Pillow beforehand
-(``comicgen.publish.sample``). Run from the repository root::
+(``tests/support/sample.py``). Run from the repository root::
 
     python benchmarks/lettering.py [--dpi 150] [--repeat 3]
 
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from comicgen.layout import layout_book  # noqa: E402
 from comicgen.publish import publish  # noqa: E402
-from comicgen.publish.sample import sample_book  # noqa: E402
 from comicgen.settings import PageSettings  # noqa: E402
+from tests.support.sample import sample_book  # noqa: E402
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def sd15_pipeline(device: str, dtype):
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from comicgen import tiny
+    from tests.support import tiny
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

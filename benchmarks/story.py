@@ -7,7 +7,7 @@ Prints wall time, time per panel and the peak memory of the whole process tree (
 the resident sizes of all processes, sampled every 50 ms), then the speed-up.
 
     python benchmarks/story.py                 # bundled model, CPU: about 5 minutes
-    python benchmarks/story.py --repeats 3 --model tiny:tiny
+    python benchmarks/story.py --repeats 3 --model PATH-OF-A-SAVED-PIPELINE
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import time
 import torch
 from diffusers import DDIMScheduler
 
-from comicgen.toyworld.evaluate import load_pipeline
+from toyworld.evaluate import load_pipeline
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 A model name is one of:
 
 - ``bundled:NAME`` — a model shipped inside comicgen (``bundled:toyworld``), works offline;
-- ``tiny:LAYOUT`` — a tiny random pipeline built from config (tests and demos only);
 - a local folder written by ``save_pretrained`` (holds ``model_index.json``);
 - a Hugging Face hub id such as ``stable-diffusion-v1-5/stable-diffusion-v1-5``.
 
@@ -21,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comicgen.bundled import BUNDLED_DIR
 from comicgen.errors import ModelError
 from comicgen.settings import InfusionSettings, ModelSettings
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 PAINT_VERSION = 1  # bump when a change to painting alters pixels, to invalidate caches
 
 _SCHEDULERS = {
@@ -47,8 +46,8 @@ def _quiet() -> None:
 @dataclass
 class ModelSource:
     name: str  # as the person wrote it
-    kind: str  # bundled | tiny | local | hub
-    location: str  # folder path, hub id or tiny layout
+    kind: str  # bundled | local | hub
+    location: str  # folder path or hub id
 
     @property
     def folder(self) -> Path | None:
@@ -70,8 +69,6 @@ def resolve(name: str, base: Path | None = None) -> ModelSource:
                 hint=f"bundled models: {', '.join(known) or 'none installed'}",
             )
         return ModelSource(name, "bundled", str(folder))
-    if name.startswith("tiny:"):
-        return ModelSource(name, "tiny", name.split(":", 1)[1] or "tiny")
     path = Path(name).expanduser()
     if not path.is_absolute() and base is not None and (base / path).exists():
         path = base / path
@@ -119,8 +116,6 @@ def check_model_available(name: str, base: Path | None = None) -> tuple[bool, st
         if snap is None:
             return False, f"'{name}' is not in the local Hugging Face cache (needs the network)"
         return True, f"cached at {snap}"
-    if source.kind == "tiny":
-        return True, "built from config (random weights; for tests)"
     return True, source.location
 
 
@@ -138,16 +133,6 @@ class ModelInfo:
 def inspect_model(name: str, base: Path | None = None) -> ModelInfo:
     """Read a model's configs (not its weights) to learn its size and fingerprint."""
     source = resolve(name, base)
-    if source.kind == "tiny":
-        import diffusers
-
-        pipe = _tiny(source.location)
-        levels = len(pipe.unet.config.block_out_channels)
-        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        multiple = pipe.vae_scale_factor * 2 ** (levels - 1)
-        return ModelInfo(
-            source, f"tiny:{source.location}:{diffusers.__version__}", native, multiple
-        )
     folder = source.folder
     if source.kind == "hub":
         folder = _hub_snapshot(source.location)
@@ -440,23 +425,8 @@ def out_of_memory(device: str) -> ModelError:
     )
 
 
-_TINY: dict[str, Any] = {}
-
-
-def _tiny(layout: str):
-    """A tiny random pipeline from config (built once per process)."""
-    if layout not in _TINY:
-        from comicgen import tiny
-
-        _TINY[layout] = tiny.tiny_pipeline(layout)
-    return _TINY[layout]
-
-
 def _load_pipeline(source: ModelSource, dtype):
     _quiet()
-    if source.kind == "tiny":
-        pipe = _tiny(source.location)
-        return pipe if pipe.unet.dtype == dtype else pipe.to(dtype=dtype)
     from diffusers import DiffusionPipeline
 
     kwargs: dict[str, Any] = {"torch_dtype": dtype}

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from comicgen.workspace import Workspace
+from tests.support.tiny import TINY
 
 
 def make_sheet(folder: Path, color: str, views: int = 2) -> list[Path]:
@@ -29,7 +30,7 @@ def tiny_workspace(root: Path, steps: int = 2, characters: dict[str, str] | None
     """A workspace painting with the tiny random model, with example characters."""
     ws = Workspace.create(root)
     ws.config_path.write_text(
-        f'[model]\nname = "tiny:tiny"\n[render]\nsteps = {steps}\n[page]\ndpi = 48\n',
+        f"[model]\nname = '{TINY}'\n[render]\nsteps = {steps}\n[page]\ndpi = 48\n",
         encoding="utf-8",
     )
     for name, color in (characters or {"pip": "red"}).items():

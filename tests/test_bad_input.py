@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from comicgen.cli import app
 from tests.helpers import tiny_workspace
+from tests.support.tiny import TINY
 
 OK_PANEL = "      - prompt: a tree, grass\n"
 
@@ -149,7 +150,7 @@ def test_out_of_memory_is_one_clear_line():
     from comicgen.painter import Painter, PaintJob, inspect_model
     from comicgen.settings import ModelSettings
 
-    painter = Painter.load(ModelSettings(name="tiny:tiny"), info=inspect_model("tiny:tiny"))
+    painter = Painter.load(ModelSettings(name=TINY), info=inspect_model(TINY))
 
     def exhausted(module, args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

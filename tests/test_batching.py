@@ -10,13 +10,14 @@ from comicgen.infusion import CharacterRefs
 from comicgen.painter import Painter, PaintJob, inspect_model
 from comicgen.settings import InfusionSettings, ModelSettings
 from tests.helpers import comicgen_process, long_story, tiny_workspace
+from tests.support.tiny import TINY
 
 TOLERANCE = 2  # of 255: batched matrix products may round differently
 
 
 @pytest.fixture(scope="module")
 def painter():
-    return Painter.load(ModelSettings(name="tiny:tiny"), info=inspect_model("tiny:tiny"))
+    return Painter.load(ModelSettings(name=TINY), info=inspect_model(TINY))
 
 
 def pixels(image) -> np.ndarray:

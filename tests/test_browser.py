@@ -8,8 +8,8 @@ import pytest
 
 from comicgen.book import Speech
 from comicgen.publish import publish
-from comicgen.publish.sample import sample_book
 from comicgen.settings import PageSettings
+from tests.support.sample import sample_book
 
 pytestmark = pytest.mark.browser
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from comicgen.cli import app
 from comicgen.library.migrations import SCHEMA_VERSION
 from comicgen.workspace import Workspace
+from tests.support.tiny import TINY
 
 runner = CliRunner()
 
@@ -29,7 +30,7 @@ def figure(path: Path, colour=(200, 30, 30)) -> Path:
 def ws(tmp_path) -> Workspace:
     workspace = Workspace.create(tmp_path / "ws")
     config = workspace.config_path.read_text()
-    workspace.config_path.write_text(config.replace('"bundled:toyworld"', '"tiny:tiny"'))
+    workspace.config_path.write_text(config.replace('"bundled:toyworld"', f"'{TINY}'"))
     return Workspace.load(workspace.root)
 
 
@@ -244,7 +245,7 @@ def test_doctor_fails_on_a_newer_database_and_a_missing_model(ws, tmp_path):
     conn = sqlite3.connect(ws.db_path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    config = ws.config_path.read_text().replace('"tiny:tiny"', '"nobody/no-such-model"')
+    config = ws.config_path.read_text().replace(f"'{TINY}'", '"nobody/no-such-model"')
     ws.config_path.write_text(config)
     result = cli(ws, "doctor")
     assert result.exit_code == 1

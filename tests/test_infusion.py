@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from comicgen.infusion import CharacterRefs, FeatureCache, infused, position_box, reference_mask
 from comicgen.infusion.engine import _box_window
 from comicgen.settings import InfusionSettings, LayerWeights
-from comicgen.tiny import save_tiny_pipeline, tiny_pipeline
+from tests.support.tiny import save_tiny_pipeline, tiny_pipeline
 
 SIZE = 64
 STEPS = 2

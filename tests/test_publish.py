@@ -13,8 +13,8 @@ from PIL import Image
 from comicgen.book import Book, PageContent, PanelContent, Speech
 from comicgen.errors import ComicgenError
 from comicgen.publish import publish
-from comicgen.publish.sample import sample_book
 from comicgen.settings import PageSettings
+from tests.support.sample import sample_book
 
 DATA = Path(__file__).parent / "data"
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 180, 20), (150, 40, 160)]

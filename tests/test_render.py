@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from comicgen.cli import app
 from comicgen.workspace import Workspace
 from tests.helpers import make_sheet
+from tests.support.tiny import TINY
 
 STORY = """\
 title: Two Pages
@@ -34,7 +35,7 @@ pages:
 def workspace(tmp_path) -> Workspace:
     ws = Workspace.create(tmp_path / "comic")
     ws.config_path.write_text(
-        '[model]\nname = "tiny:tiny"\n[render]\nsteps = 2\n[page]\ndpi = 96\n', encoding="utf-8"
+        f"[model]\nname = '{TINY}'\n[render]\nsteps = 2\n[page]\ndpi = 96\n", encoding="utf-8"
     )
     make_sheet(ws.characters_dir / "pip", "red")
     (ws.characters_dir / "pip.yaml").write_text(

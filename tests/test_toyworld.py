@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from comicgen.toyworld import model as M
-from comicgen.toyworld import reader as R
-from comicgen.toyworld import world as W
+from toyworld import model as M
+from toyworld import reader as R
+from toyworld import world as W
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "comicgen" / "bundled" / "toyworld"
@@ -171,7 +171,7 @@ def test_hat_masks_mark_the_hats_at_latent_resolution():
     not (BUNDLED / "model_index.json").exists(), reason="bundled model not trained yet"
 )
 def test_evaluate_prints_adherence_and_psnr(capsys):
-    from comicgen.toyworld import evaluate
+    from toyworld import evaluate
 
     evaluate.main(["--samples", "2", "--steps", "2", "--vae-samples", "4", "--batch", "2"])
     lines = capsys.readouterr().out.strip().splitlines()
@@ -181,7 +181,7 @@ def test_evaluate_prints_adherence_and_psnr(capsys):
 
 
 def test_hat_errors_are_sorted_by_kind():
-    from comicgen.toyworld.evaluate import hat_error
+    from toyworld.evaluate import hat_error
 
     def ch(pos, color, hat):
         return R.CharacterReading(pos, "circle", color, hat, "plain", "none", "happy")
@@ -202,7 +202,7 @@ def test_training_script_runs_and_resumes_an_interrupted_extension(tmp_path):
     extension's own budget, although the run's total budget is long spent."""
     import torch
 
-    from comicgen.toyworld import train
+    from toyworld import train
 
     out, export = tmp_path / "run", tmp_path / "model"
     small = ["--device", "cpu", "--out", str(out), "--export", str(export), "--data", "48"]
@@ -229,7 +229,7 @@ def test_decoder_finetune_keeps_the_encoder_and_the_file_format(tmp_path, capsys
     import torch
     from diffusers import AutoencoderKL
 
-    from comicgen.toyworld import finetune_decoder, train
+    from toyworld import finetune_decoder, train
 
     export = tmp_path / "model"
     train.main(

@@ -45,7 +45,7 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
     Every merge result is itself in the vocabulary, as ``tokenizers`` requires.
     """
-    from comicgen.toyworld.model import bytes_to_unicode
+    from toyworld.model import bytes_to_unicode
 
     symbols = list(bytes_to_unicode().values())
     tokens: list[str] = symbols + [s + "</w>" for s in symbols]
@@ -270,3 +270,34 @@ def save_tiny_pipeline(folder: str | Path, layout: Layout = "tiny", seed: int = 
     folder = Path(folder)
     tiny_pipeline(layout, seed).save_pretrained(folder)
     return folder
+
+
+def tiny_model_dir(layout: Layout = "tiny", seed: int = 0) -> Path:
+    """A saved tiny pipeline folder, built once per machine and reused by every process.
+
+    Tests and benchmarks name it as a local model (``model.name = "<this folder>"``), so
+    it loads through the same code path as any diffusers folder.  The folder name holds
+    the diffusers version and a hash of this file: a change to either builds a new one.
+    """
+    import hashlib
+    import os
+
+    import diffusers
+
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    root = Path(os.environ.get("COMICGEN_TEST_MODELS", tempfile.gettempdir()))
+    folder = root / f"comicgen-tiny-{layout}-{seed}-{diffusers.__version__}-{digest}"
+    if not (folder / "model_index.json").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+        save_tiny_pipeline(work, layout, seed)
+        try:
+            work.rename(folder)
+        except OSError:  # another process finished first
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+TINY = str(tiny_model_dir())  # model.name of the tiny pipeline, as a local folder

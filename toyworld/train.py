@@ -1,4 +1,4 @@
-"""Train the bundled model on the toy world: ``python -m comicgen.toyworld.train``.
+"""Train the bundled model on the toy world: ``python -m toyworld.train``.
 
 Phases: render the data set (procedural, deterministic from ``--seed``), train the VAE,
 encode the data set to latents (the VAE's ``scaling_factor`` is set to 1/std of them),
@@ -14,8 +14,8 @@ each phase; running the same command again resumes from it.
 
 Examples::
 
-    python -m comicgen.toyworld.train --device cpu --budget-minutes 110      # ~2 h, 2 cores
-    python -m comicgen.toyworld.train --device cuda --budget-minutes 8 --data 96000 \\
+    python -m toyworld.train --device cpu --budget-minutes 110      # ~2 h, 2 cores
+    python -m toyworld.train --device cuda --budget-minutes 8 --data 96000 \\
         --batch 512 --vae-batch 256 --workers 16                              # one H100
 """
 
@@ -32,14 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from comicgen.toyworld import model as M
+from comicgen.bundled import TOYWORLD_DIR
+from toyworld import model as M
 
-DEFAULT_EXPORT = Path(__file__).resolve().parent.parent / "bundled" / "toyworld"
+DEFAULT_EXPORT = TOYWORLD_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m comicgen.toyworld.train", description=__doc__.split("\n")[0]
+        prog="python -m toyworld.train", description=__doc__.split("\n")[0]
     )
     ap.add_argument(
         "--out", type=Path, default=Path(".train/toyworld"), help="work folder (checkpoints, logs)"
@@ -667,7 +668,7 @@ def export(state, vae, text_encoder, unet, args, log) -> None:
         M.write_tokenizer_files(tmp / "tokenizer-files")
         pipe = M.build_pipeline(vae, text_encoder, unet, tmp / "tokenizer-files")
         # samples grid before casting (fp32 on CPU)
-        from comicgen.toyworld.evaluate import sample_grid
+        from toyworld.evaluate import sample_grid
 
         grid = sample_grid(pipe, seed=args.seed)
         unet.to(torch.float16)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from comicgen.toyworld import world as W
+from toyworld import world as W
 
 Palette = dict[str, tuple[int, int, int]]
 
@@ -465,7 +465,7 @@ def accuracy(
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m comicgen.toyworld.reader")
+    ap = argparse.ArgumentParser(prog="python -m toyworld.reader")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=12345)
     args = ap.parse_args()

@@ -1,4 +1,4 @@
-"""Fine-tune the bundled model's VAE decoder: ``python -m comicgen.toyworld.finetune_decoder``.
+"""Fine-tune the bundled model's VAE decoder: ``python -m toyworld.finetune_decoder``.
 
 Only the decoder (and ``post_quant_conv``) learns; the encoder is frozen, so the latents -
 and with them the U-Net trained on them and the VAE's ``scaling_factor`` - stay exactly as
@@ -9,7 +9,7 @@ written into the pipeline folder only if it is better.
 
 Example::
 
-    python -m comicgen.toyworld.finetune_decoder --minutes 10 --data 12000
+    python -m toyworld.finetune_decoder --minutes 10 --data 12000
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from comicgen.toyworld.evaluate import DEFAULT_MODEL
+from toyworld.evaluate import DEFAULT_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m comicgen.toyworld.finetune_decoder", description=__doc__.split("\n")[0]
+        prog="python -m toyworld.finetune_decoder", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="pipeline folder")
     ap.add_argument("--minutes", type=float, default=10.0, help="training time")
@@ -53,7 +53,7 @@ def _saved_dtype(folder: Path):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from comicgen.toyworld.train import lr_at, psnr, reconstruction_loss, render_data
+    from toyworld.train import lr_at, psnr, reconstruction_loss, render_data
 
     data = argparse.Namespace(
         data=args.data, workers=args.workers, seed=args.seed, variants=1, sheet_fraction=0.15
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from diffusers import AutoencoderKL
 
-    from comicgen.toyworld.evaluate import vae_psnr
+    from toyworld.evaluate import vae_psnr
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from comicgen.toyworld.world import vocabulary
+from toyworld.world import vocabulary
 
 LATENT_SIZE = 16  # 64 / 4: the VAE downsamples x4
 MAX_TOKENS = 64  # tokenizer.model_max_length (captions are at most ~45 tokens)
@@ -208,7 +208,7 @@ def data_chunk(
 
     import numpy as np
 
-    from comicgen.toyworld import world as W
+    from toyworld import world as W
 
     images = np.empty((count, W.SIZE, W.SIZE, 3), dtype=np.uint8)
     ids = np.empty((count, variants, MAX_TOKENS), dtype=np.int32)

@@ -1,4 +1,4 @@
-"""Evaluate the bundled model: ``python -m comicgen.toyworld.evaluate --samples N``.
+"""Evaluate the bundled model: ``python -m toyworld.evaluate --samples N``.
 
 Paints N panels from random full captions (clause order shuffled) with the saved scheduler,
 20 steps and the pipeline's default guidance, reads them back with the attribute reader and
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from comicgen.toyworld import reader as R
-from comicgen.toyworld import world as W
+from comicgen.bundled import TOYWORLD_DIR
+from toyworld import reader as R
+from toyworld import world as W
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "bundled" / "toyworld"
+DEFAULT_MODEL = TOYWORLD_DIR
 ATTRIBUTES = ("shape", "color", "hat", "sky", "ground", "prop", "position", "shot")
 DEFAULT_GUIDANCE = 7.5  # StableDiffusionPipeline's default
 
@@ -204,7 +205,7 @@ def sample_grid(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m comicgen.toyworld.evaluate", description=__doc__.split("\n")[0]
+        prog="python -m toyworld.evaluate", description=__doc__.split("\n")[0]
     )
     ap.add_argument(
         "--samples", type=int, default=200, help="number of panels to paint and read back"

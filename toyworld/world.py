@@ -14,7 +14,7 @@ character alone on a plain background, centred.
 
 Regenerate the example characters' reference sheets with::
 
-    python -m comicgen.toyworld.world --sheets characters/
+    python -m toyworld.world --sheets characters/
 """
 
 from __future__ import annotations
@@ -568,7 +568,7 @@ def write_sheets(folder: Path, size: int = 128) -> list[Path]:
         details = f"pattern: {ch.pattern}, scarf: {ch.scarf}"
         lines = [
             "# Reference sheet rendered by the toy world "
-            f"(python -m comicgen.toyworld.world --sheets {folder.name}/).",
+            f"(python -m toyworld.world --sheets {folder.name}/).",
             f"# Identity details that no caption can name: {details}.",
             f"name: {display}",
             f'description: "{describe(ch)}"',
@@ -582,7 +582,7 @@ def write_sheets(folder: Path, size: int = 128) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m comicgen.toyworld.world", description=__doc__.split("\n")[0]
+        prog="python -m toyworld.world", description=__doc__.split("\n")[0]
     )
     ap.add_argument(
         "--sheets", type=Path, help="write the example characters' sheets into this folder"

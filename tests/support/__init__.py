@@ -1,0 +1,1 @@
+"""Test support: tiny real pipelines and sample books for tests and benchmarks."""
