@@ -1,8 +1,8 @@
-"""The story schema and loading a story YAML file with precise error places.
+"""Loading a story YAML file with precise error places, and checking it.
 
-A story is ``title`` + metadata + ``pages`` → ``panels``. Each panel has a prompt,
-the characters it shows, a caption and dialogue. ``{name}`` in a prompt expands to
-that character's description from the library.
+The schema (what a story may hold) is :mod:`comicgen.story_schema`; its names are
+importable from here too. ``{name}`` in a prompt expands to that character's
+description from the library.
 
 Every error a person can make in the file is reported as one line,
 ``file:line:column: field: what is wrong — the fix``.
@@ -14,162 +14,53 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from comicgen.errors import ComicgenError, LocatedError, did_you_mean
-from comicgen.settings import (
-    InfusionSettings,
-    PageSettings,
-    RenderSettings,
-    Shape,
-    Strict,
-    partial,
+from comicgen.story_schema import (
+    MAX_SEED,
+    CastMember,
+    DialogueLine,
+    InfusionOverride,
+    Page,
+    PageOverride,
+    Panel,
+    PanelCharacter,
+    RenderOverride,
+    Story,
+    story_json_schema,
 )
+
+__all__ = [
+    "MAX_SEED",
+    "CastMember",
+    "DialogueLine",
+    "InfusionOverride",
+    "LoadedStory",
+    "Page",
+    "PageOverride",
+    "Panel",
+    "PanelCharacter",
+    "RenderOverride",
+    "Story",
+    "check_story",
+    "expand_prompt",
+    "format_loc",
+    "load_story",
+    "parse_yaml",
+    "placeholders",
+    "story_json_schema",
+    "validation_error",
+]
 
 MAX_STORY_BYTES = 2_000_000
 MAX_NODES = 200_000  # YAML nodes after alias expansion; more is a "YAML bomb"
-MAX_SEED = 2**32 - 1
 # {name} inserts a character's description. A name starts with a letter or digit, so
 # other brace text ({{ }}, {% %}, { x }) is left as it is.
 PLACEHOLDER = re.compile(r"(?<!\{)\{(\w[^{}\n]{0,63})\}(?!\})")
-
-InfusionOverride = partial(InfusionSettings)
-RenderOverride = partial(RenderSettings)
-PageOverride = partial(PageSettings)
-
-Text = Annotated[str, Field(min_length=1, max_length=2000)]
-Name = Annotated[str, Field(min_length=1, max_length=64)]
-
-
-class DialogueLine(Strict):
-    """One line of dialogue, lettered in a balloon."""
-
-    speaker: Name | None = Field(
-        None, description="The character who speaks; empty for an off-panel voice."
-    )
-    text: Text = Field(description="What is said.")
-    kind: Literal["speech", "thought", "shout"] = Field(
-        "speech", description="speech (oval balloon), thought (cloud), shout (spiky)."
-    )
-
-
-class PanelCharacter(Strict):
-    """A character shown in a panel; a plain name is short for ``{name: NAME}``."""
-
-    name: Name = Field(description="The character's name in the library.")
-    position: Literal["left", "center", "right"] | None = Field(
-        None, description="Where the character stands; guides infusion and balloon tails."
-    )
-    box: tuple[float, float, float, float] | None = Field(
-        None,
-        description="Region (x0, y0, x1, y1) as fractions of the panel; overrides position.",
-    )
-    strength: float | None = Field(
-        None, ge=0.0, le=5.0, description="Infusion strength for this character here."
-    )
-
-    @field_validator("box")
-    @classmethod
-    def _box_inside(cls, box):
-        if box is None:
-            return box
-        x0, y0, x1, y1 = box
-        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
-            raise ValueError("box must be x0 < x1 and y0 < y1, all between 0 and 1")
-        return box
-
-
-class Panel(Strict):
-    """One panel: what to paint and what to letter on it."""
-
-    id: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")] | None = (
-        Field(None, description="A stable id (default 'page.panel', e.g. '2.1').")
-    )
-    prompt: Text = Field(description="What the panel shows. {name} inserts a character.")
-    negative_prompt: str | None = Field(None, max_length=2000)
-    characters: list[PanelCharacter] = Field(
-        default_factory=list, max_length=8, description="Characters infused into this panel."
-    )
-    caption: str | None = Field(None, max_length=2000, description="Narration box text.")
-    caption_at: Literal["top", "bottom"] = "top"
-    dialogue: list[DialogueLine] = Field(default_factory=list, max_length=20)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for this panel.")
-    shape: Shape | None = Field(None, description="square, wide or tall.")
-    infusion: InfusionOverride | None = Field(None, description="Infusion settings here.")
-
-    @field_validator("characters", mode="before")
-    @classmethod
-    def _names_to_objects(cls, value):
-        if isinstance(value, list):
-            return [{"name": v} if isinstance(v, str) else v for v in value]
-        return value
-
-
-class Page(Strict):
-    layout: str | list[int] | None = Field(
-        None, description="Panel arrangement: a name such as '2x2', or rows like [1, 2, 1]."
-    )
-    panels: list[Panel] = Field(min_length=1, max_length=12)
-
-    @field_validator("layout")
-    @classmethod
-    def _rows_positive(cls, value):
-        if isinstance(value, list) and (not value or any(n < 1 or n > 6 for n in value)):
-            raise ValueError("each row holds 1 to 6 panels, e.g. [1, 2, 1]")
-        return value
-
-
-class CastMember(Strict):
-    """Story-wide settings for one character."""
-
-    description: str | None = Field(
-        None, max_length=1000, description="Replaces the library description in this story."
-    )
-    strength: float | None = Field(None, ge=0.0, le=5.0, description="Infusion strength.")
-
-
-class Story(Strict):
-    """A comic story: metadata, optional overrides of the workspace settings, pages."""
-
-    title: Annotated[str, Field(min_length=1, max_length=200)]
-    author: str | None = Field(None, max_length=200)
-    language: str = Field("en", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-    direction: Literal["ltr", "rtl"] = Field(
-        "ltr", description="Reading direction: rtl for manga order."
-    )
-    summary: str | None = Field(None, max_length=5000)
-    model: str | None = Field(None, description="Overrides the workspace's model.name.")
-    settings: RenderOverride | None = Field(None, description="Overrides [render] settings.")
-    infusion: InfusionOverride | None = Field(None, description="Overrides [infusion].")
-    page: PageOverride | None = Field(None, description="Overrides [page] settings.")
-    cast: dict[Name, CastMember] = Field(
-        default_factory=dict, description="Per-story character settings."
-    )
-    pages: list[Page] = Field(min_length=1, max_length=500)
-
-    @model_validator(mode="after")
-    def _ids(self):
-        for p, page in enumerate(self.pages, start=1):
-            for n, panel in enumerate(page.panels, start=1):
-                if panel.id is None:
-                    panel.id = f"{p}.{n}"
-        return self
-
-    def panels(self):
-        """(page number, panel number, page, panel) for every panel in order."""
-        for p, page in enumerate(self.pages, start=1):
-            for n, panel in enumerate(page.panels, start=1):
-                yield p, n, page, panel
-
-
-def story_json_schema() -> dict[str, Any]:
-    schema = Story.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "comicgen story"
-    return schema
 
 
 # -- loading ---------------------------------------------------------------------------

@@ -351,7 +351,7 @@ def test_cache_put_get_keys_and_orphans(lib, tmp_path):
 def test_cache_put_keeps_file_and_row_together_through_an_interrupt(lib, monkeypatch, sig):
     """A signal that comes between the panel's file and its row is held back until the
     row is written too, then delivered (a stopped render then counts the panel as kept)."""
-    import comicgen.library as library_module
+    import comicgen.library.cache as library_module
 
     write = library_module.atomic_write_bytes
 

@@ -108,7 +108,7 @@ def render(
         ]
         cpu = device == "cpu" or (device is None and ws.config.model.device == "cpu")
         raise typer.Exit(relaunch(processes, args, cpu=cpu or not _has_cuda()))
-    from comicgen.commands.stories import write_schema
+    from comicgen.story_schema import write_schema
 
     write_schema(ws)  # keeps stories/story.schema.json in step with this comicgen
     out = console()

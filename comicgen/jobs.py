@@ -1,0 +1,273 @@
+"""Story → panel jobs: what each panel is, and the cache key of its pixels.
+
+``plan`` turns a validated story into one :class:`PanelJob` per panel, each with a
+cache key made of everything that affects its pixels; ``select`` picks the jobs a
+``--pages``/``--panel`` choice asks for. Nothing is painted here (see
+:mod:`comicgen.painting`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from comicgen.errors import ComicgenError
+from comicgen.layout import check_layout
+from comicgen.settings import (
+    InfusionSettings,
+    PageSettings,
+    RenderSettings,
+    merge,
+)
+from comicgen.story import LoadedStory, check_story, expand_prompt, load_story, placeholders
+from comicgen.workspace import Workspace
+
+# Where a character at a position stands in the panel, as (x, y) fractions: used for
+# balloon tails and the crop's centre of interest.
+POSITION_ANCHORS = {"left": (0.27, 0.6), "center": (0.5, 0.6), "right": (0.73, 0.6)}
+
+
+@dataclass
+class CharacterSpec:
+    name: str
+    description: str
+    image_shas: list[str]
+    strength: float = 1.0
+    position: str | None = None
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def anchor(self) -> tuple[float, float] | None:
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            return ((x0 + x1) / 2, (y0 + y1) / 2)
+        return POSITION_ANCHORS.get(self.position or "")
+
+
+@dataclass
+class PanelJob:
+    page: int
+    index: int
+    id: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    scheduler: str
+    model: str  # model fingerprint
+    guidance_rescale: float | None = None  # None: the model's recommendation
+    characters: list[CharacterSpec] = field(default_factory=list)
+    infusion: InfusionSettings = field(default_factory=InfusionSettings)
+    key: str = ""
+
+    @property
+    def file_name(self) -> str:
+        return f"p{self.page:02d}-{self.index}.png"
+
+    def compute_key(self) -> str:
+        data = {
+            "v": 1,
+            "prompt": self.prompt,
+            "negative": self.negative_prompt,
+            "size": [self.width, self.height],
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "seed": self.seed,
+            "scheduler": self.scheduler,
+            "model": self.model,
+        }
+        if self.guidance_rescale is not None:
+            data["guidance_rescale"] = self.guidance_rescale
+        if self.characters and self.infusion.weight > 0:
+            data["characters"] = [asdict(c) for c in self.characters]
+            data["infusion"] = self.infusion.model_dump()
+        blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def panel_seed(base: int, panel_id: str) -> int:
+    """A panel's own seed: from its id, so no panel depends on another."""
+    return (base * 1_000_003 + zlib.crc32(panel_id.encode())) % 2**32
+
+
+@dataclass
+class Plan:
+    loaded: LoadedStory
+    jobs: list[PanelJob]
+    model_name: str
+    info: object  # painter.ModelInfo
+    render: RenderSettings
+    page: PageSettings
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) -> Path:
+    """The story file (as given, or relative to the workspace or its stories/ folder),
+    refusing one outside the workspace unless allowed."""
+    path = Path(story)
+    candidates = [path]
+    if not path.is_absolute():
+        candidates += [ws.root / path, ws.stories_dir / path, ws.stories_dir / f"{path}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            path = candidate
+            break
+    else:
+        raise ComicgenError(
+            f"{story}: no such story file", hint="create one with 'comicgen new-story NAME'"
+        )
+    resolved = path.resolve()
+    if not allow_outside and not resolved.is_relative_to(ws.root):
+        raise ComicgenError(
+            f"{story}: the story is outside the workspace {ws.root}",
+            hint="move it into stories/, or pass --allow-outside",
+        )
+    return resolved
+
+
+def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = False) -> Plan:
+    """Load and check a story and make one job per panel (no painting)."""
+    from comicgen.painter import inspect_model, round_size
+
+    path = resolve_story_path(ws, story_path, allow_outside)
+    loaded = load_story(path, display=ws.relative(path))
+    story = loaded.story
+    if ws.characters_dir.is_dir():  # the workspace's example characters, when missing
+        library.import_folder(ws.characters_dir, allow_outside=allow_outside)
+    check_story(loaded, library.character_names(), check_layout)
+
+    cfg = ws.config
+    render = merge(cfg.render, story.settings)
+    page = merge(cfg.page, story.page)
+    infusion_base = merge(cfg.infusion, story.infusion)
+    model_name = story.model or cfg.model.name
+    info = inspect_model(model_name, base=ws.root)
+    warnings: list[str] = []
+
+    characters = {c.name.lower(): c for c in library.list_characters()}
+    descriptions = {}
+    for key, ch in characters.items():
+        cast = _cast(story, key)
+        descriptions[key] = cast.description if cast and cast.description else ch.description
+
+    jobs: list[PanelJob] = []
+    side = render.size or info.native_size
+    for p, n, _page, panel in story.panels():
+        long = side * 3 // 2
+        w, h = {"wide": (long, side), "tall": (side, long)}.get(panel.shape or "", (side, side))
+        rw, rh = round_size(w, info.size_multiple), round_size(h, info.size_multiple)
+        if (rw, rh) != (w, h):
+            warnings.append(
+                f"panel {panel.id}: size {w}x{h} rounded to {rw}x{rh} "
+                f"(the model needs multiples of {info.size_multiple})"
+            )
+        specs: list[CharacterSpec] = []
+        named = [(c.name, c) for c in panel.characters]
+        listed = {c.name.lower() for c in panel.characters}
+        for extra in placeholders(panel.prompt):
+            if extra.lower() not in listed:
+                listed.add(extra.lower())
+                named.append((extra, None))
+        for name, ref in named:
+            record = characters[name.lower()]
+            cast = _cast(story, name.lower())
+            strength = 1.0
+            if cast and cast.strength is not None:
+                strength = cast.strength
+            if ref is not None and ref.strength is not None:
+                strength = ref.strength
+            specs.append(
+                CharacterSpec(
+                    name=record.name,
+                    description=descriptions[name.lower()],
+                    image_shas=[img.sha256 for img in record.images],
+                    strength=strength,
+                    position=ref.position if ref else None,
+                    box=tuple(ref.box) if ref and ref.box else None,
+                )
+            )
+        job = PanelJob(
+            page=p,
+            index=n,
+            id=panel.id or f"{p}.{n}",
+            prompt=expand_prompt(panel.prompt, descriptions),
+            negative_prompt=panel.negative_prompt
+            if panel.negative_prompt is not None
+            else render.negative_prompt,
+            width=rw,
+            height=rh,
+            steps=render.steps,
+            guidance=render.guidance,
+            seed=panel.seed if panel.seed is not None else panel_seed(render.seed, panel.id),
+            scheduler=render.scheduler,
+            model=info.fingerprint,
+            guidance_rescale=render.guidance_rescale,
+            characters=specs,
+            infusion=merge(infusion_base, panel.infusion),
+        )
+        job.key = job.compute_key()
+        jobs.append(job)
+    return Plan(loaded, jobs, model_name, info, render, page, warnings)
+
+
+def _cast(story, lowered: str):
+    for name, member in story.cast.items():
+        if name.lower() == lowered:
+            return member
+    return None
+
+
+# -- selection -------------------------------------------------------------------------
+
+
+def parse_pages(spec: str | None, total: int) -> set[int] | None:
+    """'2-3', '1,4', '2-' → page numbers; None means all."""
+    if not spec:
+        return None
+    pages: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                start = int(lo) if lo else 1
+                end = int(hi) if hi else total
+                pages.update(range(start, end + 1))
+            else:
+                pages.add(int(part))
+        except ValueError:
+            raise ComicgenError(
+                f"--pages '{spec}' is not a page range", hint="write e.g. 2-3 or 1,4"
+            ) from None
+    bad = sorted(p for p in pages if not 1 <= p <= total)
+    if bad:
+        raise ComicgenError(
+            f"--pages '{spec}': the story has {total} page{'s' if total != 1 else ''}",
+            hint=f"no page {bad[0]}",
+        )
+    return pages
+
+
+def select(the_plan: Plan, pages: str | None, panel: str | None) -> list[PanelJob]:
+    jobs = the_plan.jobs
+    if panel:
+        chosen = [j for j in jobs if j.id == panel]
+        if not chosen:
+            from comicgen.errors import did_you_mean
+
+            raise ComicgenError(
+                f"--panel '{panel}': no panel with that id",
+                hint=did_you_mean(panel, [j.id for j in jobs])
+                or f"panel ids: {', '.join(j.id for j in jobs[:12])}",
+            )
+        return chosen
+    wanted = parse_pages(pages, len(the_plan.loaded.story.pages))
+    if wanted is None:
+        return jobs
+    return [j for j in jobs if j.page in wanted]

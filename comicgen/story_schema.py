@@ -1,0 +1,248 @@
+"""The story schema: what a story file may hold, its JSON Schema, and the template.
+
+A story is ``title`` + metadata + ``pages`` → ``panels``. Each panel has a prompt,
+the characters it shows, a caption and dialogue. ``{name}`` in a prompt expands to
+that character's description from the library. Reading a file against this schema,
+with the place of every error, is :mod:`comicgen.story`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from comicgen.settings import (
+    InfusionSettings,
+    PageSettings,
+    RenderSettings,
+    Shape,
+    Strict,
+    partial,
+)
+
+MAX_SEED = 2**32 - 1
+SCHEMA_FILE = "story.schema.json"  # written beside the stories, for editors
+
+InfusionOverride = partial(InfusionSettings)
+RenderOverride = partial(RenderSettings)
+PageOverride = partial(PageSettings)
+
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DialogueLine(Strict):
+    """One line of dialogue, lettered in a balloon."""
+
+    speaker: Name | None = Field(
+        None, description="The character who speaks; empty for an off-panel voice."
+    )
+    text: Text = Field(description="What is said.")
+    kind: Literal["speech", "thought", "shout"] = Field(
+        "speech", description="speech (oval balloon), thought (cloud), shout (spiky)."
+    )
+
+
+class PanelCharacter(Strict):
+    """A character shown in a panel; a plain name is short for ``{name: NAME}``."""
+
+    name: Name = Field(description="The character's name in the library.")
+    position: Literal["left", "center", "right"] | None = Field(
+        None, description="Where the character stands; guides infusion and balloon tails."
+    )
+    box: tuple[float, float, float, float] | None = Field(
+        None,
+        description="Region (x0, y0, x1, y1) as fractions of the panel; overrides position.",
+    )
+    strength: float | None = Field(
+        None, ge=0.0, le=5.0, description="Infusion strength for this character here."
+    )
+
+    @field_validator("box")
+    @classmethod
+    def _box_inside(cls, box):
+        if box is None:
+            return box
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError("box must be x0 < x1 and y0 < y1, all between 0 and 1")
+        return box
+
+
+class Panel(Strict):
+    """One panel: what to paint and what to letter on it."""
+
+    id: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")] | None = (
+        Field(None, description="A stable id (default 'page.panel', e.g. '2.1').")
+    )
+    prompt: Text = Field(description="What the panel shows. {name} inserts a character.")
+    negative_prompt: str | None = Field(None, max_length=2000)
+    characters: list[PanelCharacter] = Field(
+        default_factory=list, max_length=8, description="Characters infused into this panel."
+    )
+    caption: str | None = Field(None, max_length=2000, description="Narration box text.")
+    caption_at: Literal["top", "bottom"] = "top"
+    dialogue: list[DialogueLine] = Field(default_factory=list, max_length=20)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for this panel.")
+    shape: Shape | None = Field(None, description="square, wide or tall.")
+    infusion: InfusionOverride | None = Field(None, description="Infusion settings here.")
+
+    @field_validator("characters", mode="before")
+    @classmethod
+    def _names_to_objects(cls, value):
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class Page(Strict):
+    layout: str | list[int] | None = Field(
+        None, description="Panel arrangement: a name such as '2x2', or rows like [1, 2, 1]."
+    )
+    panels: list[Panel] = Field(min_length=1, max_length=12)
+
+    @field_validator("layout")
+    @classmethod
+    def _rows_positive(cls, value):
+        if isinstance(value, list) and (not value or any(n < 1 or n > 6 for n in value)):
+            raise ValueError("each row holds 1 to 6 panels, e.g. [1, 2, 1]")
+        return value
+
+
+class CastMember(Strict):
+    """Story-wide settings for one character."""
+
+    description: str | None = Field(
+        None, max_length=1000, description="Replaces the library description in this story."
+    )
+    strength: float | None = Field(None, ge=0.0, le=5.0, description="Infusion strength.")
+
+
+class Story(Strict):
+    """A comic story: metadata, optional overrides of the workspace settings, pages."""
+
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    author: str | None = Field(None, max_length=200)
+    language: str = Field("en", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    direction: Literal["ltr", "rtl"] = Field(
+        "ltr", description="Reading direction: rtl for manga order."
+    )
+    summary: str | None = Field(None, max_length=5000)
+    model: str | None = Field(None, description="Overrides the workspace's model.name.")
+    settings: RenderOverride | None = Field(None, description="Overrides [render] settings.")
+    infusion: InfusionOverride | None = Field(None, description="Overrides [infusion].")
+    page: PageOverride | None = Field(None, description="Overrides [page] settings.")
+    cast: dict[Name, CastMember] = Field(
+        default_factory=dict, description="Per-story character settings."
+    )
+    pages: list[Page] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _ids(self):
+        for p, page in enumerate(self.pages, start=1):
+            for n, panel in enumerate(page.panels, start=1):
+                if panel.id is None:
+                    panel.id = f"{p}.{n}"
+        return self
+
+    def panels(self):
+        """(page number, panel number, page, panel) for every panel in order."""
+        for p, page in enumerate(self.pages, start=1):
+            for n, panel in enumerate(page.panels, start=1):
+                yield p, n, page, panel
+
+
+def story_json_schema() -> dict[str, Any]:
+    schema = Story.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "comicgen story"
+    return schema
+
+
+def write_schema(ws) -> Path:
+    """Write stories/story.schema.json, which the template's first line points at."""
+    from comicgen.fsutil import atomic_write_text
+
+    path = ws.stories_dir / SCHEMA_FILE
+    text = json.dumps(story_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return path
+
+
+# -- the template of a new story ---------------------------------------------------------
+
+
+def story_template(slug: str, title: str, ws) -> str:
+    from jinja2 import Environment, PackageLoader
+
+    names = _character_names(ws)
+    first = names[0] if names else None
+    second = names[1] if len(names) > 1 else None
+    if first:
+        prompt1 = f"{{{first}}} on the left, wide shot, grass, day sky, a tree"
+        prompt2 = (
+            f"{{{first}}} on the left and {{{second}}} on the right, wide shot, snow, day sky"
+            if second
+            else f"close-up of {{{first}}}, snow, day sky"
+        )
+    else:
+        prompt1 = "a character on the left, wide shot, grass, day sky, a tree"
+        prompt2 = "close-up of a character, snow, day sky"
+    prompt3 = "a house, wide shot, sand, night sky"
+    env = Environment(
+        loader=PackageLoader("comicgen", "data"), keep_trailing_newline=True, autoescape=False
+    )
+    return env.get_template("story-template.yaml.j2").render(
+        name=slug,
+        title=json.dumps(title, ensure_ascii=False),
+        author=json.dumps(_author(), ensure_ascii=False),
+        first=first,
+        second=second,
+        prompt1=prompt1,
+        prompt2=prompt2,
+        prompt3=prompt3,
+    )
+
+
+def _author() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name is fine
+        return "me"
+
+
+def _character_names(ws) -> list[str]:
+    """Names usable as YAML plain scalars, from the library and characters/ folder."""
+    import re
+
+    import yaml
+
+    names: list[str] = []
+    if ws.db_path.exists():
+        try:
+            from comicgen.library import Library
+
+            with Library.open(ws.db_path, ws.cache_dir) as lib:
+                names += lib.character_names()
+        except Exception:  # noqa: BLE001 - the template works without them
+            pass
+    for path in sorted(ws.characters_dir.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, OSError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            names.append(data["name"])
+    seen: list[str] = []
+    for n in names:
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,30}", n) and n.lower() not in (
+            s.lower() for s in seen
+        ):
+            seen.append(n)
+    return [n.lower() for n in seen]
