@@ -1,0 +1,301 @@
+"""Page composition: panel boxes on the page, the layout chosen per page, the whole book.
+
+:func:`layout_book` turns a :class:`~comicgen.book.Book` into a :class:`BookLayout`:
+pages → panels, each with its box on the page, the part of its image shown
+(cover-crop around the focus point), its caption box and its balloons. Without a
+named layout, the layout is chosen from the panel count and the panels' shapes (shape
+hint, else the image's aspect): every candidate is placed on the page and the one that
+crops the images least wins.
+
+Reading order is the tree's order, left to right; for right-to-left stories the whole
+page is mirrored, so the first panel sits top right and each row reads leftwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+
+from comicgen import lettering
+from comicgen.book import Book, Direction, PageContent, PanelContent
+from comicgen.errors import ComicgenError
+from comicgen.layout.balloons import letter_panel
+from comicgen.layout.geometry import (
+    BookLayout,
+    PageLayout,
+    PanelLayout,
+    Rect,
+    Style,
+    TextBlock,
+    cover_crop,
+)
+from comicgen.layout.trees import (
+    NAMED_LAYOUTS,
+    PANEL,
+    Leaf,
+    Node,
+    check_layout,
+    count_panels,
+    parse_layout,
+    rows,
+)
+from comicgen.settings import PageSettings
+
+PRESETS: dict[str, tuple[int, int | None]] = {
+    "comic": (800, 1200),  # 2:3 portrait, close to a comic book's trim
+    "square": (1080, 1080),
+    "webtoon": (800, None),  # one column; the height grows with the panels
+}
+SHAPE_ASPECT = {"square": 1.0, "wide": 1.5, "tall": 1 / 1.5}
+WEBTOON_GUTTER = 3  # webtoon panels are spaced wider: this many gutters
+
+
+# -- placing panels -----------------------------------------------------------------------
+
+
+def _natural_aspect(node: Node, aspects: Iterator[float]) -> float:
+    if isinstance(node, Leaf):
+        return next(aspects)
+    child = [_natural_aspect(c, aspects) for c in node.children]
+    if node.direction == "row":
+        return sum(child)
+    return 1 / sum(1 / a for a in child)
+
+
+def place(
+    node: Node,
+    area: Rect,
+    gutter: float,
+    aspects: Sequence[float] | None = None,
+) -> list[Rect]:
+    """Panel boxes for ``node`` filling ``area``, in reading order (left to right).
+
+    With ``aspects`` (width / height, one per panel) space is shared so that each box
+    comes near its panel's aspect ("justified"); without, equally.
+    """
+    boxes: list[Rect] = []
+    index = 0
+
+    def visit(n: Node, rect: Rect) -> None:
+        nonlocal index
+        if isinstance(n, Leaf):
+            boxes.append(rect)
+            index += 1
+            return
+        k = len(n.children)
+        weights = [1.0] * k
+        if aspects is not None:
+            start = index
+            for i, child in enumerate(n.children):
+                count = count_panels(child)
+                a = _natural_aspect(child, iter(aspects[start : start + count]))
+                weights[i] = a if n.direction == "row" else 1 / a
+                start += count
+        total = sum(weights)
+        if n.direction == "row":
+            free = max(rect.w - gutter * (k - 1), 0.0)
+            x = rect.x
+            for child, wgt in zip(n.children, weights, strict=True):
+                w = free * wgt / total
+                visit(child, Rect(x, rect.y, w, rect.h))
+                x += w + gutter
+        else:
+            free = max(rect.h - gutter * (k - 1), 0.0)
+            y = rect.y
+            for child, wgt in zip(n.children, weights, strict=True):
+                h = free * wgt / total
+                visit(child, Rect(rect.x, y, rect.w, h))
+                y += h + gutter
+
+    visit(node, area)
+    return boxes
+
+
+def natural_height(node: Node, width: float, gutter: float, aspects: Sequence[float]) -> float:
+    """The height that lets every panel keep its aspect at ``width`` (webtoon pages)."""
+    index = 0
+
+    def height(n: Node, w: float) -> float:
+        nonlocal index
+        if isinstance(n, Leaf):
+            index += 1
+            return w / aspects[index - 1]
+        if n.direction == "column":
+            return sum(height(c, w) for c in n.children) + gutter * (len(n.children) - 1)
+        start = index
+        child_aspects = []
+        for child in n.children:
+            count = count_panels(child)
+            child_aspects.append(_natural_aspect(child, iter(aspects[start : start + count])))
+            start += count
+        index = start
+        return max(w - gutter * (len(n.children) - 1), 1.0) / sum(child_aspects)
+
+    return height(node, width)
+
+
+def _compositions(n: int, max_part: int, max_rows: int) -> Iterator[tuple[int, ...]]:
+    for nrows in range(1, max_rows + 1):
+        for parts in itertools.product(range(1, max_part + 1), repeat=nrows):
+            if sum(parts) == n:
+                yield parts
+
+
+def _candidates(n: int) -> list[tuple[str, Node]]:
+    found: dict[str, Node] = {}
+    for name, node in NAMED_LAYOUTS.items():
+        if count_panels(node) == n:
+            found[name] = node
+    if n <= 9:
+        for parts in _compositions(n, 3, 4):
+            name = "-".join(map(str, parts))
+            if rows(*parts) not in found.values():
+                found[name] = rows(*parts)
+    else:
+        per_row = 3 if n <= 12 else 4
+        nrows = math.ceil(n / per_row)
+        counts = [n // nrows + (1 if i < n % nrows else 0) for i in range(nrows)]
+        found["-".join(map(str, counts))] = rows(*counts)
+    return list(found.items())
+
+
+def _crop_cost(boxes: Sequence[Rect], aspects: Sequence[float], page_width: float) -> float:
+    """How badly ``boxes`` suit the panels: cropping, uneven sizes, tiny panels."""
+    cost = 0.0
+    for box, aspect in zip(boxes, aspects, strict=True):
+        if box.w <= 1 or box.h <= 1:
+            return math.inf
+        cost += abs(math.log((box.w / box.h) / aspect))
+        if min(box.w, box.h) < page_width * 0.2:  # too small to hold a balloon
+            cost += 2.0
+        if aspect >= 1.3 and box.w < 0.9 * page_width:  # wide shots span the page
+            cost += 0.3
+    mean = sum(math.log(b.area) for b in boxes) / len(boxes)
+    cost += 0.5 * sum(abs(math.log(b.area) - mean) for b in boxes)
+    return cost
+
+
+def choose_layout(
+    panels: Sequence[PanelContent], area: Rect, gutter: float
+) -> tuple[str, Node, list[Rect]]:
+    """The layout that crops these panels least in ``area`` (ties: simpler first)."""
+    aspects = [panel_aspect(p) for p in panels]
+    best: tuple[float, str, Node, list[Rect]] | None = None
+    for order, (name, node) in enumerate(_candidates(len(panels))):
+        boxes = place(node, area, gutter, aspects)
+        cost = _crop_cost(boxes, aspects, area.w) + 0.001 * order
+        if best is None or cost < best[0]:
+            best = (cost, name, node, boxes)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def panel_aspect(panel: PanelContent) -> float:
+    """Width / height the panel wants: its shape hint, else its image's aspect."""
+    if panel.shape in SHAPE_ASPECT:
+        return SHAPE_ASPECT[panel.shape]
+    w, h = panel.image_size
+    return w / h if w > 0 and h > 0 else 1.0
+
+
+# -- the book -----------------------------------------------------------------------------
+
+
+def page_size(page: PageSettings) -> tuple[int, int | None]:
+    """(width, height) in px at 96 dpi; height None = grows with the content (webtoon)."""
+    width, height = PRESETS[page.preset]
+    return page.width or width, page.height or height
+
+
+def layout_book(book: Book, page: PageSettings | None = None) -> BookLayout:
+    """Lay out every page of ``book``: panel boxes, crops, captions, balloons."""
+    page = page or PageSettings()
+    width, fixed_height = page_size(page)
+    style = Style.for_page(width)
+    result = BookLayout(book=book, pages=[], style=style, preset=page.preset)
+    for content in book.pages:
+        result.pages.append(
+            _layout_page(content, page, width, fixed_height, style, book.direction, result)
+        )
+    return result
+
+
+def _layout_page(
+    content: PageContent,
+    page: PageSettings,
+    width: int,
+    fixed_height: int | None,
+    style: Style,
+    direction: Direction,
+    result: BookLayout,
+) -> PageLayout:
+    panels = content.panels
+    if not panels:
+        raise ComicgenError(f"page {content.number} has no panels", hint="add a panel or drop it")
+    margin = min(page.margin, width // 4)
+    gutter = page.gutter
+    aspects = [panel_aspect(p) for p in panels]
+    webtoon = fixed_height is None
+    if webtoon:
+        gutter = gutter * WEBTOON_GUTTER
+    try:
+        if content.layout is not None:
+            check_layout(content.layout, len(panels))
+            name, node = parse_layout(content.layout)
+            justified = False
+        elif webtoon:
+            name, node = f"stack-{len(panels)}", rows(*([1] * len(panels)))
+            justified = True
+        else:
+            name, node, justified = "", PANEL, True
+    except ComicgenError as exc:
+        raise ComicgenError(f"page {content.number}: {exc.message}", hint=exc.hint) from None
+
+    content_w = width - 2 * margin
+    if webtoon:
+        height = round(2 * margin + natural_height(node, content_w, gutter, aspects))
+    else:
+        height = fixed_height
+    area = Rect(margin, margin, content_w, height - 2 * margin)
+    if area.w < 50 or area.h < 50:
+        raise ComicgenError(
+            f"page {content.number}: the page ({width}x{height} px) leaves no room "
+            f"inside margins of {margin} px",
+            hint="make the page larger or the margin smaller",
+        )
+    if name == "":
+        name, node, boxes = choose_layout(panels, area, gutter)
+    elif justified:
+        boxes = place(node, area, gutter, aspects)
+    else:
+        boxes = place(node, area, gutter)
+    if min(min(b.w, b.h) for b in boxes) < 16:
+        raise ComicgenError(
+            f"page {content.number}: layout '{name}' leaves panels too small on a "
+            f"{width}x{height} px page",
+            hint="put fewer panels on the page, or make the page larger or the gutter smaller",
+        )
+    if direction == "rtl":
+        boxes = [b.mirrored(width) for b in boxes]
+
+    page_layout = PageLayout(
+        number=content.number, width=width, height=height, layout=name, panels=[]
+    )
+    for panel, box in zip(panels, boxes, strict=True):
+        crop = cover_crop(panel.image_size, (box.w, box.h), panel.focus)
+        laid = PanelLayout(content=panel, box=box, crop=crop)
+        letter_panel(laid, style, direction, result.warnings, page_area=Rect(0, 0, width, height))
+        page_layout.panels.append(laid)
+    if margin >= style.font_size:
+        size = round(style.font_size * 0.8 * 2) / 2
+        line = size * style.line_height
+        text = str(content.number)
+        w = lettering.text_width(text, size)
+        page_layout.page_number = TextBlock(
+            box=Rect(width / 2 - w / 2, height - margin / 2 - line / 2, w, line),
+            lines=[text],
+            size=size,
+            line_height=line,
+        )
+    return page_layout
