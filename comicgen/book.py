@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-SpeechKind = Literal["speech", "thought", "shout"]
+SpeechKind = Literal["speech", "thought", "shout", "whisper"]
 Direction = Literal["ltr", "rtl"]
 
 
@@ -23,6 +23,24 @@ class Speech:
     # Where the speaker stands in the panel image, as fractions (x, y) of its width and
     # height; None when unknown (the balloon then has a short tail or none).
     anchor: tuple[float, float] | None = None
+    # The speaker is out of frame: the tail points to the frame's nearest edge.
+    offpanel: bool = False
+    # A hand-placed balloon centre, as fractions (x, y) of the frame; None = automatic.
+    at: tuple[float, float] | None = None
+    # Lettered in a caption box, not a balloon (the narrator, a voice-only cast entry).
+    caption: bool = False
+
+
+@dataclass
+class SoundEffect:
+    """Display lettering on the art: text, centre (fractions of the frame), rotation in
+    degrees (clockwise), fill colour and letter height (fraction of the frame's height)."""
+
+    text: str
+    at: tuple[float, float] = (0.5, 0.5)
+    angle: float = -8.0
+    color: str = "#e63222"
+    size: float = 0.16
 
 
 @dataclass
@@ -36,6 +54,7 @@ class PanelContent:
     caption_at: Literal["top", "bottom"] = "top"
     dialogue: list[Speech] = field(default_factory=list)
     characters: list[str] = field(default_factory=list)
+    sfx: list[SoundEffect] = field(default_factory=list)
     # Centre of interest (fractions of the image) kept in view by cover-cropping.
     focus: tuple[float, float] = (0.5, 0.5)
 

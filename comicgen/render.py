@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comicgen.book import Book, PageContent, PanelContent, Speech
+from comicgen.book import Book, PageContent, PanelContent, SoundEffect, Speech
 from comicgen.fsutil import atomic_write_bytes, remove_stale_temp_files, safe_filename
 from comicgen.jobs import (
     POSITION_ANCHORS,
@@ -36,6 +36,7 @@ from comicgen.painting import (
     panel_lock,
     png_bytes,
 )
+from comicgen.story import NARRATOR
 from comicgen.workspace import Workspace
 
 __all__ = [
@@ -188,6 +189,8 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
     panels_dir = out_dir / "panels"
     panels_dir.mkdir(parents=True, exist_ok=True)
     by_id = {j.id: j for j in the_plan.jobs}
+    known = {name.lower(): name for name in library.character_names()}
+    voices = {name.lower() for name in story.cast if name.lower() not in known}
     pages: list[PageContent] = []
     skipped = 0
     for p, page in enumerate(story.pages, start=1):
@@ -206,15 +209,7 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
                 placeholder = Image.new("RGB", (job.width, job.height), (200, 200, 200))
                 atomic_write_bytes(target, png_bytes(placeholder))
             anchors = {c.name.lower(): c.anchor for c in job.characters}
-            dialogue = [
-                Speech(
-                    text=line.text,
-                    kind=line.kind,
-                    speaker=_display(line.speaker, job),
-                    anchor=anchors.get(line.speaker.lower()) if line.speaker else None,
-                )
-                for line in panel.dialogue
-            ]
+            dialogue = [_speech(line, job, anchors, voices, known) for line in panel.dialogue]
             points = [a for a in anchors.values() if a is not None]
             focus = (
                 (sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points))
@@ -232,6 +227,7 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
                     caption_at=panel.caption_at,
                     dialogue=dialogue,
                     characters=[c.name for c in job.characters],
+                    sfx=[SoundEffect(**effect.model_dump()) for effect in panel.sfx],
                     focus=focus,
                 )
             )
@@ -252,6 +248,24 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
         summary=story.summary,
     )
     return book, skipped
+
+
+def _speech(line, job: PanelJob, anchors: dict, voices: set[str], known: dict) -> Speech:
+    """A story's dialogue line as the book letters it."""
+    name = line.speaker.lower() if line.speaker else None
+    narration = name == NARRATOR or (name in voices and not line.offpanel)
+    speaker = _display(line.speaker, job)
+    if name in known and speaker == line.speaker:  # off-panel: the library's spelling
+        speaker = known[name]
+    return Speech(
+        text=line.text,
+        kind=line.kind,
+        speaker=None if name == NARRATOR else speaker,
+        anchor=None if line.offpanel or name is None else anchors.get(name),
+        offpanel=line.offpanel,
+        at=line.at,
+        caption=narration,
+    )
 
 
 def _display(speaker: str | None, job: PanelJob) -> str | None:

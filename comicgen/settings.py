@@ -8,7 +8,7 @@ error rather than a silent default.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -181,6 +181,14 @@ class PageSettings(Strict):
     margin: int = Field(36, ge=0, le=500)
     gutter: int = Field(12, ge=0, le=200)
     dpi: int = Field(150, ge=36, le=1200, description="Resolution of the PNG pages.")
+    fonts: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Fallback fonts for letters the lettering font lacks, tried in order before "
+            "the system's: family names ('Noto Sans CJK JP') or font files."
+        ),
+    )
 
 
 class WorkspaceConfig(Strict):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from comicgen.errors import ComicgenError, LocatedError, did_you_mean
 from comicgen.story_schema import (
     MAX_SEED,
+    NARRATOR,
     CastMember,
     DialogueLine,
     InfusionOverride,
@@ -36,6 +37,7 @@ from comicgen.story_schema import (
 
 __all__ = [
     "MAX_SEED",
+    "NARRATOR",
     "CastMember",
     "DialogueLine",
     "InfusionOverride",
@@ -407,9 +409,7 @@ def check_story(
             hint += "; add it with 'comicgen characters add NAME --image …'"
         return loaded.error(loc, f"unknown character '{name}'", hint)
 
-    for name in story.cast:
-        if name.lower() not in lookup:
-            raise unknown(name, ("cast", name))
+    voices = {name.lower() for name in story.cast if name.lower() not in lookup}
     for p, n, page, panel in story.panels():
         base = ("pages", p - 1, "panels", n - 1)
         for i, ch in enumerate(panel.characters):
@@ -424,14 +424,22 @@ def check_story(
         for i, line in enumerate(panel.dialogue):
             if line.speaker is None:
                 continue
-            if line.speaker.lower() not in lookup:
-                raise unknown(line.speaker, (*base, "dialogue", i, "speaker"))
-            if line.speaker.lower() not in in_panel:
+            name = line.speaker.lower()
+            if name == NARRATOR or name in voices:
+                continue
+            if name not in lookup:
+                error = unknown(line.speaker, (*base, "dialogue", i, "speaker"))
+                raise loaded.error(
+                    (*base, "dialogue", i, "speaker"),
+                    f"unknown character '{line.speaker}'",
+                    f"{error.hint or ''}; or add it to 'cast:' as a voice, or use 'narrator'",
+                )
+            if name not in in_panel and not line.offpanel:
                 raise loaded.error(
                     (*base, "dialogue", i, "speaker"),
                     f"'{line.speaker}' speaks but is not in this panel",
-                    f"add '{line.speaker}' to the panel's characters, or leave speaker empty "
-                    "for an off-panel voice",
+                    f"add '{line.speaker}' to the panel's characters, or set 'offpanel: true' "
+                    "on this line for a voice from out of frame",
                 )
         if page.layout is not None and layout_check is not None:
             try:

@@ -34,16 +34,69 @@ Text = Annotated[str, Field(min_length=1, max_length=2000)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+NARRATOR = "narrator"  # a speaker name: the line is lettered in a caption box
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class DialogueLine(Strict):
     """One line of dialogue, lettered in a balloon."""
 
     speaker: Name | None = Field(
-        None, description="The character who speaks; empty for an off-panel voice."
+        None,
+        description=(
+            "Who speaks: a character in the panel; 'narrator' (a caption box); a cast "
+            "entry with no library image (a voice: a caption box, or with offpanel a "
+            "balloon whose tail leaves the frame); empty for an unnamed voice."
+        ),
     )
     text: Text = Field(description="What is said.")
-    kind: Literal["speech", "thought", "shout"] = Field(
-        "speech", description="speech (oval balloon), thought (cloud), shout (spiky)."
+    kind: Literal["speech", "thought", "shout", "whisper"] = Field(
+        "speech",
+        description="speech (oval balloon), thought (cloud), shout (spiky), whisper (dashed).",
     )
+    offpanel: bool = Field(
+        False,
+        description="The speaker is out of frame: the tail points to the frame's nearest edge.",
+    )
+    at: tuple[Fraction, Fraction] | None = Field(
+        None,
+        description=(
+            "Where the balloon's centre goes, as fractions (x, y) of the frame, when the "
+            "automatic placement is wrong."
+        ),
+    )
+
+
+class SoundEffect(Strict):
+    """Display lettering drawn on the art ('BOOM!'); a plain string is short for {text}."""
+
+    text: Annotated[str, Field(min_length=1, max_length=40)] = Field(
+        description="The sound, e.g. 'BOOM!'."
+    )
+    at: tuple[Fraction, Fraction] = Field(
+        (0.5, 0.5), description="Its centre, as fractions (x, y) of the frame."
+    )
+    angle: float = Field(-8.0, ge=-90, le=90, description="Rotation in degrees (+ = clockwise).")
+    color: str = Field(
+        "#e63222",
+        pattern=r"^(#[0-9A-Fa-f]{3}|#[0-9A-Fa-f]{6}|[A-Za-z]{3,20})$",
+        description="Fill colour: '#rgb', '#rrggbb' or a CSS colour name.",
+    )
+    size: float = Field(
+        0.16, ge=0.03, le=0.6, description="Letter height as a fraction of the frame's height."
+    )
+
+    @field_validator("color")
+    @classmethod
+    def _known_colour(cls, value: str) -> str:
+        from PIL import ImageColor
+
+        try:
+            ImageColor.getrgb(value)
+        except ValueError:
+            raise ValueError(f"unknown colour {value!r}: use '#rrggbb' or a CSS name") from None
+        return value
 
 
 class PanelCharacter(Strict):
@@ -84,8 +137,13 @@ class Panel(Strict):
         default_factory=list, max_length=8, description="Characters infused into this panel."
     )
     caption: str | None = Field(None, max_length=2000, description="Narration box text.")
-    caption_at: Literal["top", "bottom"] = "top"
+    caption_at: Literal["top", "bottom"] = Field(
+        "top", description="Where the caption box sits: top or bottom of the frame."
+    )
     dialogue: list[DialogueLine] = Field(default_factory=list, max_length=20)
+    sfx: list[SoundEffect] = Field(
+        default_factory=list, max_length=8, description="Sound effects lettered on the art."
+    )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for this panel.")
     shape: Shape | None = Field(None, description="square, wide or tall.")
     infusion: InfusionOverride | None = Field(None, description="Infusion settings here.")
@@ -95,6 +153,15 @@ class Panel(Strict):
     def _names_to_objects(cls, value):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("sfx", mode="before")
+    @classmethod
+    def _sfx_strings(cls, value):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"text": v} if isinstance(v, str) else v for v in value]
         return value
 
 
@@ -113,7 +180,8 @@ class Page(Strict):
 
 
 class CastMember(Strict):
-    """Story-wide settings for one character."""
+    """Story-wide settings for one character. A cast entry whose name is not in the
+    library is a voice: it may speak in any panel (captions, or off-panel balloons)."""
 
     description: str | None = Field(
         None, max_length=1000, description="Replaces the library description in this story."

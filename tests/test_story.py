@@ -201,3 +201,62 @@ def test_json_schema_is_complete():
         "position",
     ):
         assert f'"{word}"' in text
+
+
+LETTERING = """\
+title: Voices
+cast:
+  radio: {}
+pages:
+  - panels:
+      - prompt: "{pip} on the left"
+        characters: [pip]
+        caption: Later
+        caption_at: bottom
+        dialogue:
+          - {speaker: narrator, text: "Meanwhile"}
+          - {speaker: radio, text: "Beep"}
+          - {speaker: bo, text: "Over here!", offpanel: true}
+          - {speaker: pip, text: "psst", kind: whisper, at: [0.7, 0.2]}
+        sfx: BOOM!
+      - prompt: a house
+        sfx: [{text: CRASH, at: [0.3, 0.6], angle: 15, color: "#36f", size: 0.2}, bang]
+"""
+
+
+def test_lettering_fields_load(tmp_path):
+    loaded = load_story(write(tmp_path, LETTERING), display="s.yaml")
+    check_story(loaded, ["Pip", "Bo"], check_layout)
+    first, second = loaded.story.pages[0].panels
+    assert first.caption_at == "bottom"
+    assert [d.kind for d in first.dialogue][-1] == "whisper"
+    assert first.dialogue[2].offpanel and first.dialogue[3].at == (0.7, 0.2)
+    assert [e.text for e in first.sfx] == ["BOOM!"] and first.sfx[0].angle == -8
+    assert second.sfx[0].color == "#36f" and second.sfx[1].text == "bang"
+
+
+@pytest.mark.parametrize(
+    "change, where, words",
+    [
+        ("at: [0.7, 0.2]", "at: [1.7, 0.2]", "pages[0].panels[0].dialogue[3].at[0]"),
+        ("kind: whisper", "kind: whisperr", "dialogue[3].kind"),
+        ("angle: 15", "angle: 150", "sfx[0].angle"),
+        ('color: "#36f"', 'color: "nocolour"', "sfx[0].color"),
+        ("offpanel: true", "offpanel: maybe", "dialogue[2].offpanel"),
+    ],
+)
+def test_lettering_field_errors_are_one_located_line(tmp_path, change, where, words):
+    err = error_of(tmp_path, LETTERING.replace(change, where))
+    line = err.line()
+    assert line.startswith("s.yaml:") and "\n" not in line
+    assert words in line
+
+
+def test_a_library_character_out_of_the_panel_needs_offpanel(tmp_path):
+    text = LETTERING.replace(", offpanel: true", "")
+    err = error_of(tmp_path, text)
+    assert "'bo' speaks but is not in this panel" in err.line()
+    assert "offpanel: true" in err.line()
+    # a name neither in the library nor in the cast is still an error
+    err = error_of(tmp_path, LETTERING.replace("speaker: radio", "speaker: radi0"))
+    assert "unknown character 'radi0'" in err.line() and "cast" in err.line()

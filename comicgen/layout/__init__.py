@@ -12,7 +12,9 @@ By subject:
 - :mod:`~comicgen.layout.trees`: layout trees, named layouts, grids and rows;
 - :mod:`~comicgen.layout.compose`: page composition (placing panels, choosing a
   layout, the whole book);
-- :mod:`~comicgen.layout.balloons`: captions and balloons placed in a panel.
+- :mod:`~comicgen.layout.balloons`: captions, narration, sound effects and balloons
+  placed in a panel;
+- :mod:`~comicgen.layout.shapes`: balloon outlines (speech, thought, shout) and tails.
 """
 
 from comicgen.layout.compose import (
@@ -36,6 +38,7 @@ from comicgen.layout.geometry import (
     PanelLayout,
     Point,
     Rect,
+    SoundEffectLayout,
     Style,
     TextBlock,
     cover_crop,
@@ -70,6 +73,7 @@ __all__ = [
     "PanelLayout",
     "Point",
     "Rect",
+    "SoundEffectLayout",
     "Split",
     "Style",
     "TextBlock",

@@ -13,19 +13,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from comicgen import lettering
-from comicgen.book import Direction, Speech
+from comicgen.book import Direction, SoundEffect, Speech
 from comicgen.layout.geometry import (
     Balloon,
     CaptionBox,
     PanelLayout,
     Point,
     Rect,
+    SoundEffectLayout,
     Style,
     TextBlock,
 )
-
-_SUPERELLIPSE = 2.6  # speech balloons: between an ellipse (2) and a rounded box
-_OUTLINE_POINTS = 72
+from comicgen.layout.shapes import (
+    SUPERELLIPSE,
+    add_tail,
+    cloud,
+    nearest_edge,
+    spiky,
+    superellipse,
+)
 
 
 @dataclass
@@ -37,11 +43,11 @@ class _Fit:
     body_w: float
     body_h: float
     fits: bool
-    face: str
+    face: tuple[str, ...]  # the face chain
 
 
 def _expand(kind: str) -> float:
-    return math.sqrt(2) if kind in ("thought", "shout") else 2 ** (1 / _SUPERELLIPSE)
+    return math.sqrt(2) if kind in ("thought", "shout") else 2 ** (1 / SUPERELLIPSE)
 
 
 def _body_size(kind: str, text_w: float, text_h: float, size: float) -> tuple[float, float]:
@@ -63,10 +69,11 @@ def _fit_text(
     start: float,
     minimum: float,
     line_factor: float,
+    faces: tuple[str, ...] = (lettering.BUNDLED,),
 ) -> _Fit:
     """Wrap ``text`` so its balloon fits ``max_w`` x ``max_h``: widen, then shrink the font."""
     bold = kind == "shout"
-    face = lettering.face_for(text)
+    face = faces
     size = start
     last: _Fit | None = None
     while True:
@@ -101,30 +108,44 @@ def letter_panel(
     direction: Direction,
     warnings: list[str],
     page_area: Rect,
+    faces: tuple[str, ...] = (lettering.BUNDLED,),
 ) -> None:
-    """Fit the panel's caption and balloons into its box (sets ``caption``, ``balloons``)."""
+    """Fit the panel's caption, narration, sound effects and balloons into its box."""
     content = panel.content
     box = panel.box
-    speeches = [s for s in content.dialogue if lettering.clean_text(s.text)]
+    lines = [s for s in content.dialogue if lettering.clean_text(s.text)]
+    speeches = [s for s in lines if not s.caption]
     anchors = [_anchor_point(s, panel) for s in speeches]
     inset = max(style.border, 0.45 * style.font_size)
     free = box.inset(inset)
 
+    panel.sfx = [_sound_effect(e, box, style, faces) for e in content.sfx if e.text.strip()]
     caption_text = lettering.clean_text(content.caption or "")
+    top_y, bottom_y = free.y, free.bottom  # room left between the caption boxes
     if caption_text:
-        top = not any(a is not None and a[1] < box.y + 0.3 * box.h for a in anchors)
-        panel.caption = _caption(caption_text, panel, style, direction, top, warnings)
+        top = content.caption_at != "bottom"
+        panel.caption = _caption(caption_text, panel, style, direction, top, warnings, faces)
         cap = panel.caption.box
         if top:
-            free = Rect(
-                free.x, cap.bottom + inset, free.w, max(free.bottom - cap.bottom - inset, 0)
-            )
+            top_y = cap.bottom + inset
         else:
-            free = Rect(free.x, free.y, free.w, max(cap.y - inset - free.y, 0))
+            bottom_y = cap.y - inset
+    for voice in (s for s in lines if s.caption):  # narrator and voices: boxes at the top
+        caption = _caption(
+            lettering.clean_text(voice.text), panel, style, direction, True, warnings, faces
+        )
+        caption.speaker = voice.speaker
+        shift = 0.0
+        if panel.narration or (panel.caption is not None and panel.caption.position == "top"):
+            shift = top_y - caption.box.y  # below the boxes already there
+        panel.narration.append(_shifted(caption, shift))
+        top_y = panel.narration[-1].box.bottom + inset
+    free = Rect(free.x, top_y, free.w, max(bottom_y - top_y, 0.0))
     if not speeches:
         return
 
     bodies = [_body_rect(a, box) for a in anchors if a is not None]
+    bodies += [effect.box for effect in panel.sfx]
     size = style.font_size
     while True:
         fits = [
@@ -136,10 +157,11 @@ def letter_panel(
                 size,
                 style.min_font_size,
                 style.line_height,
+                faces,
             )
             for s in speeches
         ]
-        placed = _place_balloons(fits, anchors, free, bodies, direction, page_area, box.h)
+        placed = _place_balloons(fits, speeches, anchors, free, box, bodies, direction, page_area)
         overlapping = any(a.overlap(b) > 0 for a, b in itertools.combinations(placed, 2))
         if not overlapping or size <= style.min_font_size:
             break
@@ -158,8 +180,65 @@ def letter_panel(
     if overlapping:
         warnings.append(
             f"panel {content.id}: its {len(speeches)} balloons overlap — "
-            "shorten the dialogue or move some of it to another panel"
+            "shorten the dialogue, move some of it to another panel or place it with 'at'"
         )
+
+
+def _shifted(caption: CaptionBox, dy: float) -> CaptionBox:
+    if not dy:
+        return caption
+    b, t = caption.box, caption.text_block
+    caption.box = Rect(b.x, b.y + dy, b.w, b.h)
+    t.box = Rect(t.box.x, t.box.y + dy, t.box.w, t.box.h)
+    return caption
+
+
+def _sound_effect(
+    effect: SoundEffect, box: Rect, style: Style, faces: tuple[str, ...]
+) -> SoundEffectLayout:
+    """Big display letters centred at ``effect.at`` (fractions of the frame), turned."""
+    text = lettering.clean_text(effect.text).replace("\n", " ")
+    size = max(effect.size * box.h, style.min_font_size)
+    width = lettering.text_width(text, size, True, faces)
+    if width > 0.95 * box.w:  # never wider than the frame
+        size *= 0.95 * box.w / width
+        width = lettering.text_width(text, size, True, faces)
+    cx = box.x + min(max(effect.at[0], 0.0), 1.0) * box.w
+    cy = box.y + min(max(effect.at[1], 0.0), 1.0) * box.h
+    outline = max(1.0, round(size * 0.06 * 2) / 2)
+    block = TextBlock(
+        box=Rect(cx - width / 2, cy - size / 2, width, size),
+        lines=[text],
+        size=size,
+        line_height=size,
+        bold=True,
+        face=lettering.main_face(text, faces),
+        faces=faces,
+    )
+    angle = math.radians(effect.angle)
+    half_w, half_h = width / 2 + outline, size / 2 + outline
+    corners = [
+        (
+            cx + dx * math.cos(angle) - dy * math.sin(angle),
+            cy + dx * math.sin(angle) + dy * math.cos(angle),
+        )
+        for dx, dy in ((-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h))
+    ]
+    bounds = Rect.bounding(corners)
+    inside = bounds.moved_into(box)  # the letters stay in their frame
+    dx, dy = inside.x - bounds.x, inside.y - bounds.y
+    if dx or dy:
+        cx, cy = cx + dx, cy + dy
+        block.box = Rect(block.box.x + dx, block.box.y + dy, width, size)
+    return SoundEffectLayout(
+        text=text,
+        center=(cx, cy),
+        angle=effect.angle,
+        color=effect.color,
+        outline=outline,
+        text_block=block,
+        box=inside,
+    )
 
 
 def _quote(text: str, limit: int = 30) -> str:
@@ -193,11 +272,12 @@ def _caption(
     direction: Direction,
     top: bool,
     warnings: list[str],
+    faces: tuple[str, ...] = (lettering.BUNDLED,),
 ) -> CaptionBox:
     box = panel.box
     size = style.font_size
     inner = style.border / 2
-    face = lettering.face_for(text)
+    face = faces
     while True:
         pad = 0.45 * size
         line = size * style.line_height
@@ -222,35 +302,55 @@ def _caption(
         size=size,
         line_height=line,
         align="left" if direction == "ltr" else "right",
-        face=face,
+        face=lettering.main_face(text, faces),
+        faces=face,
     )
     return CaptionBox(text=text, box=rect, text_block=block, position="top" if top else "bottom")
 
 
 def _place_balloons(
     fits: Sequence[_Fit],
+    speeches: Sequence[Speech],
     anchors: Sequence[Point | None],
     free: Rect,
+    box: Rect,
     bodies: Sequence[Rect],
     direction: Direction,
     page_area: Rect,
-    panel_h: float,
 ) -> list[Rect]:
-    """Balloon rects in reading order, near their speakers, off their bodies."""
+    """Balloon rects in reading order, near their speakers, off their bodies.
+
+    Each balloon comes below the one before it, or level with it and further along the
+    reading direction. A balloon whose speaker has no place in the panel (off-panel,
+    unnamed) aims at its share of the top band, in reading order; one with ``at`` goes
+    where the story says.
+    """
     placed: list[Rect] = []
-    steps = 10
-    for fit, anchor in zip(fits, anchors, strict=True):
+    steps = 12
+    unplaced = [i for i, a in enumerate(anchors) if a is None]
+    for index, (fit, speech, anchor) in enumerate(zip(fits, speeches, anchors, strict=True)):
         w, h = fit.body_w, fit.body_h
+        if speech.at is not None:  # placed by hand: centred there, kept in the frame
+            cx = box.x + speech.at[0] * box.w
+            cy = box.y + speech.at[1] * box.h
+            placed.append(Rect(cx - w / 2, cy - h / 2, w, h).moved_into(box))
+            continue
         if w > free.w or h > free.h:  # too big for the panel: centre it, keep it on the page
             rect = Rect(free.center[0] - w / 2, free.y, w, h).moved_into(page_area)
             placed.append(rect)
             continue
+        target = None
+        if anchor is None:
+            share = (unplaced.index(index) + 0.5) / len(unplaced)
+            target = free.x + free.w * (share if direction == "ltr" else 1 - share)
         best: tuple[float, Rect] | None = None
         for i, j in itertools.product(range(steps + 1), repeat=2):
             x = free.x + (free.w - w) * i / steps
             y = free.y + (free.h - h) * j / steps
             rect = Rect(x, y, w, h)
-            cost = _placement_cost(rect, anchor, free, bodies, placed, direction, panel_h, fit.size)
+            cost = _placement_cost(
+                rect, anchor, target, free, bodies, placed, direction, box.h, fit.size
+            )
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, rect)
         assert best is not None
@@ -258,9 +358,21 @@ def _place_balloons(
     return placed
 
 
+def in_reading_order(prev: Rect, rect: Rect, direction: Direction) -> bool:
+    """Whether ``rect`` reads after ``prev``: below it, or level and further along."""
+    below = rect.y >= prev.y + 0.6 * prev.h
+    beside = rect.y >= prev.y - 0.3 * rect.h and (
+        rect.x >= prev.right - 0.1 * rect.w
+        if direction == "ltr"
+        else rect.right <= prev.x + 0.1 * rect.w
+    )
+    return below or beside
+
+
 def _placement_cost(
     rect: Rect,
     anchor: Point | None,
+    target: float | None,
     free: Rect,
     bodies: Sequence[Rect],
     placed: Sequence[Rect],
@@ -274,16 +386,8 @@ def _placement_cost(
         cost += 50 * other.overlap(rect) / area
     for body in bodies:
         cost += 6 * body.overlap(rect) / area
-    if placed:
-        prev = placed[-1]
-        below = rect.y >= prev.y + 0.6 * prev.h
-        beside = rect.y >= prev.y - 0.3 * rect.h and (
-            rect.x >= prev.right - 0.1 * rect.w
-            if direction == "ltr"
-            else rect.right <= prev.x + 0.1 * rect.w
-        )
-        if not (below or beside):
-            cost += 6
+    if placed and not in_reading_order(placed[-1], rect, direction):
+        cost += 25
     if anchor is not None:
         head = anchor[1] - panel_h * 0.2
         gap = head - rect.bottom  # room between the balloon and the speaker's head
@@ -292,8 +396,8 @@ def _placement_cost(
         cost += (gap - 2 * size if gap > 2 * size else -2 * gap) / max(free.h, 1.0)
     else:
         cost += 1.2 * (rect.y - free.y) / max(free.h, 1.0)
-        start = rect.x - free.x if direction == "ltr" else free.right - rect.right
-        cost += 0.6 * start / max(free.w, 1.0)
+        if target is not None:
+            cost += 1.0 * abs(rect.center[0] - target) / max(free.w, 1.0)
     return cost
 
 
@@ -310,11 +414,11 @@ def _balloon(
     b = (fit.text_h + 2 * pad) * k / 2
     if kind == "thought":
         b = max(b, (rect.h - 0.9 * size) / 2)
-        outline = _cloud(center, a, b, 0.45 * size, size)
+        outline = cloud(center, a, b, 0.45 * size, size)
     elif kind == "shout":
-        outline = _spiky(center, a, b, 0.8 * size, size)
+        outline = spiky(center, a, b, 0.8 * size, size)
     else:
-        outline = _superellipse(center, a, b, _SUPERELLIPSE)
+        outline = superellipse(center, a, b, SUPERELLIPSE)
     line = size * style.line_height
     block = TextBlock(
         box=Rect(center[0] - fit.text_w / 2, center[1] - fit.text_h / 2, fit.text_w, fit.text_h),
@@ -323,7 +427,8 @@ def _balloon(
         line_height=line,
         bold=kind == "shout",
         align="center",
-        face=fit.face,
+        face=lettering.main_face(lettering.clean_text(speech.text), fit.face),
+        faces=fit.face,
     )
     balloon = Balloon(
         kind=kind,
@@ -333,162 +438,11 @@ def _balloon(
         center=center,
         outline=outline,
         text_block=block,
+        offpanel=speech.offpanel or (speech.speaker is None and anchor is None),
+        nudged=speech.at is not None,
     )
-    if speech.speaker is not None or anchor is not None:
-        _add_tail(balloon, anchor, panel_box, size)
+    if balloon.offpanel:  # the voice comes from out of frame: the tail runs to the edge
+        add_tail(balloon, None, panel_box, size, edge=nearest_edge(center, panel_box))
+    elif speech.speaker is not None or anchor is not None:
+        add_tail(balloon, anchor, panel_box, size)
     return balloon
-
-
-def _superellipse(c: Point, a: float, b: float, n: float) -> list[Point]:
-    points = []
-    for i in range(_OUTLINE_POINTS):
-        t = 2 * math.pi * i / _OUTLINE_POINTS
-        ct, st = math.cos(t), math.sin(t)
-        x = a * math.copysign(abs(ct) ** (2 / n), ct)
-        y = b * math.copysign(abs(st) ** (2 / n), st)
-        points.append((c[0] + x, c[1] + y))
-    return points
-
-
-def _ellipse_points(c: Point, a: float, b: float, count: int) -> list[Point]:
-    """``count`` points spaced evenly along an ellipse's perimeter."""
-    fine = 360
-    samples = [
-        (c[0] + a * math.cos(2 * math.pi * i / fine), c[1] + b * math.sin(2 * math.pi * i / fine))
-        for i in range(fine)
-    ]
-    lengths = [0.0]
-    for p, q in zip(samples, samples[1:] + samples[:1], strict=True):
-        lengths.append(lengths[-1] + math.dist(p, q))
-    total = lengths[-1]
-    points, j = [], 0
-    for i in range(count):
-        target = total * i / count
-        while lengths[j + 1] < target:
-            j += 1
-        points.append(samples[j])
-    return points
-
-
-def _cloud(c: Point, a: float, b: float, bulge: float, size: float) -> list[Point]:
-    perimeter = math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
-    count = max(8, round(perimeter / (2.2 * size)))
-    base = _ellipse_points(c, a, b, count)
-    points: list[Point] = []
-    for p, q in zip(base, base[1:] + base[:1], strict=True):
-        mx, my = (p[0] + q[0]) / 2, (p[1] + q[1]) / 2
-        half = math.dist(p, q) / 2
-        # outward normal of the chord (the ellipse runs clockwise on screen)
-        nx, ny = (q[1] - p[1]) / (2 * half or 1), -(q[0] - p[0]) / (2 * half or 1)
-        if (mx - c[0]) * nx + (my - c[1]) * ny < 0:
-            nx, ny = -nx, -ny
-        start = math.atan2(p[1] - my, p[0] - mx)
-        for s in range(9):
-            ang = start + math.pi * s / 8 * _turn(p, q, (mx, my), (nx, ny))
-            r = half
-            points.append((mx + r * math.cos(ang), my + r * math.sin(ang)))
-    return points
-
-
-def _turn(p: Point, q: Point, m: Point, n: Point) -> float:
-    """+1 or -1: which way round from p to q passes the outward side of the chord."""
-    start = math.atan2(p[1] - m[1], p[0] - m[0])
-    mid = start + math.pi / 2
-    return 1.0 if math.cos(mid) * n[0] + math.sin(mid) * n[1] > 0 else -1.0
-
-
-def _spiky(c: Point, a: float, b: float, spike: float, size: float) -> list[Point]:
-    perimeter = math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
-    count = max(10, round(perimeter / (1.3 * size)))
-    base = _ellipse_points(c, a, b, 2 * count)
-    points = []
-    for i, (x, y) in enumerate(base):
-        dx, dy = x - c[0], y - c[1]
-        norm = math.hypot(dx / a**2, dy / b**2) or 1.0
-        nx, ny = dx / a**2 / norm, dy / b**2 / norm
-        if i % 2 == 0:
-            length = spike * (1.0 if i % 4 == 0 else 0.7)
-            points.append((x + nx * length, y + ny * length))
-        else:
-            points.append((x - nx * spike * 0.15, y - ny * spike * 0.15))
-    return points
-
-
-def _edge_point(center: Point, target: Point, outline: Sequence[Point]) -> Point:
-    """Where the ray from ``center`` towards ``target`` leaves the outline."""
-    dx, dy = target[0] - center[0], target[1] - center[1]
-    best_t = 0.0
-    for p, q in zip(outline, list(outline[1:]) + [outline[0]], strict=True):
-        ex, ey = q[0] - p[0], q[1] - p[1]
-        denom = dx * ey - dy * ex
-        if abs(denom) < 1e-12:
-            continue
-        t = ((p[0] - center[0]) * ey - (p[1] - center[1]) * ex) / denom
-        u = ((p[0] - center[0]) * dy - (p[1] - center[1]) * dx) / denom
-        if t > 0 and 0 <= u <= 1:
-            best_t = max(best_t, t)
-    return (center[0] + dx * best_t, center[1] + dy * best_t)
-
-
-def _add_tail(balloon: Balloon, anchor: Point | None, panel_box: Rect, size: float) -> None:
-    c = balloon.center
-    body = balloon.box
-    if anchor is not None:
-        head = (anchor[0], max(anchor[1] - panel_box.h * 0.2, panel_box.y))
-    else:
-        head = None
-    if head is None or body.contains_point(head):
-        target = (c[0] + body.w * 0.12, body.bottom + 1.6 * size)
-        short = True
-    else:
-        target = head
-        short = False
-    edge = _edge_point(c, target, balloon.outline)
-    dist = math.dist(edge, target)
-    if dist < 1e-6:
-        return
-    ux, uy = (target[0] - edge[0]) / dist, (target[1] - edge[1]) / dist
-    if short:
-        length = 1.6 * size
-    else:
-        length = min(max(dist - 0.04 * panel_box.h, 1.4 * size), 0.35 * panel_box.h, dist)
-    tip = (edge[0] + ux * length, edge[1] + uy * length)
-    balloon.tip = tip
-    if balloon.kind == "thought":
-        for t, r in ((0.2, 0.42), (0.55, 0.3), (0.9, 0.2)):
-            balloon.bubbles.append(
-                (edge[0] + ux * length * t, edge[1] + uy * length * t, r * size * 1.2)
-            )
-        return
-    half = min(max(0.18 * min(body.w, body.h), 0.4 * size), 1.1 * size)
-    if balloon.kind == "shout":
-        half *= 0.8
-    px, py = -uy, ux
-    root = (edge[0] - ux * half * 1.5, edge[1] - uy * half * 1.5)
-    b1 = (root[0] + px * half, root[1] + py * half)
-    b2 = (root[0] - px * half, root[1] - py * half)
-    if balloon.kind == "shout":
-        balloon.tail = [b1, tip, b2]
-        return
-    bend = 0.15 * length
-    side1 = _quad(b1, _mid(b1, tip, px * bend, py * bend), tip, 8)
-    side2 = _quad(tip, _mid(b2, tip, px * bend, py * bend), b2, 8)
-    balloon.tail = side1 + side2[1:]
-
-
-def _mid(p: Point, q: Point, dx: float, dy: float) -> Point:
-    return ((p[0] + q[0]) / 2 + dx, (p[1] + q[1]) / 2 + dy)
-
-
-def _quad(p0: Point, p1: Point, p2: Point, steps: int) -> list[Point]:
-    out = []
-    for i in range(steps + 1):
-        t = i / steps
-        u = 1 - t
-        out.append(
-            (
-                u * u * p0[0] + 2 * u * t * p1[0] + t * t * p2[0],
-                u * u * p0[1] + 2 * u * t * p1[1] + t * t * p2[1],
-            )
-        )
-    return out

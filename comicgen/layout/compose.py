@@ -17,7 +17,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 
-from comicgen import lettering
+from comicgen import lettering, typefaces
 from comicgen.book import Book, Direction, PageContent, PanelContent
 from comicgen.errors import ComicgenError
 from comicgen.layout.balloons import letter_panel
@@ -214,11 +214,24 @@ def layout_book(book: Book, page: PageSettings | None = None) -> BookLayout:
     width, fixed_height = page_size(page)
     style = Style.for_page(width)
     result = BookLayout(book=book, pages=[], style=style, preset=page.preset)
+    result.chain, missing = typefaces.choose_chain(_book_texts(book), book.language, page.fonts)
+    result.warnings += missing
     for content in book.pages:
         result.pages.append(
             _layout_page(content, page, width, fixed_height, style, book.direction, result)
         )
     return result
+
+
+def _book_texts(book: Book) -> Iterator[str]:
+    for page in book.pages:
+        yield str(page.number)
+        for panel in page.panels:
+            yield panel.caption or ""
+            for speech in panel.dialogue:
+                yield speech.text
+            for effect in panel.sfx:
+                yield effect.text
 
 
 def _layout_page(
@@ -285,7 +298,9 @@ def _layout_page(
     for panel, box in zip(panels, boxes, strict=True):
         crop = cover_crop(panel.image_size, (box.w, box.h), panel.focus)
         laid = PanelLayout(content=panel, box=box, crop=crop)
-        letter_panel(laid, style, direction, result.warnings, page_area=Rect(0, 0, width, height))
+        letter_panel(
+            laid, style, direction, result.warnings, Rect(0, 0, width, height), result.chain
+        )
         page_layout.panels.append(laid)
     if margin >= style.font_size:
         size = round(style.font_size * 0.8 * 2) / 2

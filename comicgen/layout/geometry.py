@@ -4,7 +4,7 @@ and balloon objects the HTML and PNG publishers both draw from. Units are CSS pi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -152,7 +152,13 @@ class TextBlock:
     line_height: float
     bold: bool = False
     align: Align = "center"
-    face: str = lettering.BUNDLED  # the font family (see comicgen.lettering.face_for)
+    face: str = lettering.BUNDLED  # the block's own font (its line boxes' strut)
+    # the face chain its lines are lettered with (see comicgen.lettering.runs)
+    faces: tuple[str, ...] = (lettering.BUNDLED,)
+
+    def runs(self, index: int) -> list[tuple[str, str]]:
+        """Line ``index`` as (text, face key) runs, in logical order."""
+        return lettering.runs(self.lines[index], self.faces)
 
     def baseline(self, index: int) -> float:
         """The y of line ``index``'s baseline (as CSS places it)."""
@@ -160,7 +166,7 @@ class TextBlock:
         return self.box.y + index * self.line_height + offset
 
     def line_width(self, index: int) -> float:
-        return lettering.text_width(self.lines[index], self.size, self.bold, self.face)
+        return lettering.text_width(self.lines[index], self.size, self.bold, self.faces)
 
 
 @dataclass
@@ -175,6 +181,8 @@ class Balloon:
     tail: list[Point] = field(default_factory=list)  # closed polygon; empty: none
     bubbles: list[tuple[float, float, float]] = field(default_factory=list)  # thought (x, y, r)
     tip: Point | None = None
+    offpanel: bool = False  # the speaker is out of frame: the tail ends at the frame's edge
+    nudged: bool = False  # placed where the story's 'at' asked, not automatically
 
 
 @dataclass
@@ -183,6 +191,21 @@ class CaptionBox:
     box: Rect
     text_block: TextBlock
     position: Literal["top", "bottom"] = "top"
+    speaker: str | None = None  # a narrator's caption: None; a voice's: its name
+
+
+@dataclass
+class SoundEffectLayout:
+    """Display lettering on the art: one line, turned ``angle`` degrees (clockwise)
+    about ``center``; ``text_block`` is the unturned line centred there."""
+
+    text: str
+    center: Point
+    angle: float
+    color: str
+    outline: float  # width of the ink outline around the letters
+    text_block: TextBlock
+    box: Rect  # bounding box of the turned letters (outline included)
 
 
 @dataclass
@@ -192,6 +215,8 @@ class PanelLayout:
     crop: Crop
     caption: CaptionBox | None = None
     balloons: list[Balloon] = field(default_factory=list)
+    narration: list[CaptionBox] = field(default_factory=list)  # narrator's and voices' lines
+    sfx: list[SoundEffectLayout] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -215,18 +240,30 @@ class BookLayout:
     style: Style
     preset: str
     warnings: list[str] = field(default_factory=list)
+    chain: tuple[str, ...] = (lettering.BUNDLED,)  # the faces lettering may use, in order
 
     @property
     def direction(self) -> Direction:
         return self.book.direction
 
+    def text_blocks(self) -> Iterator[TextBlock]:
+        for page in self.pages:
+            for panel in page.panels:
+                if panel.caption is not None:
+                    yield panel.caption.text_block
+                for caption in panel.narration:
+                    yield caption.text_block
+                for balloon in panel.balloons:
+                    yield balloon.text_block
+                for effect in panel.sfx:
+                    yield effect.text_block
+            if page.page_number is not None:
+                yield page.page_number
+
     def faces(self) -> list[str]:
         """The font faces the lettering uses (the bundled one first)."""
         used = {lettering.BUNDLED}
-        for page in self.pages:
-            for panel in page.panels:
-                blocks = [b.text_block for b in panel.balloons]
-                if panel.caption is not None:
-                    blocks.append(panel.caption.text_block)
-                used.update(block.face for block in blocks)
-        return sorted(used, key=lambda key: (key != lettering.BUNDLED, key))
+        for block in self.text_blocks():
+            for index in range(len(block.lines)):
+                used.update(key for _text, key in block.runs(index))
+        return sorted(used, key=self.chain.index)

@@ -29,9 +29,11 @@ from comicgen.layout import (
     PanelLayout,
     Point,
     Rect,
+    SoundEffectLayout,
     Style,
     TextBlock,
 )
+from comicgen.publish import png
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 STATIC_TEMPLATES = ("comic.css", "reader.js")
@@ -78,6 +80,9 @@ class TextView:
     align: str
     style: str  # position (in % of the panel or page) and font size
     box: str  # "x y w h" in page px, for tests and scripts
+    # each line as (text, face key or None): None = the block's own font; another key
+    # is a span in that face (class "f-KEY"), the same runs the PNG letters
+    runs: list[list[tuple[str, str | None]]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +95,29 @@ class BalloonView:
     tip: str | None
     ink_paths: list[str]  # SVG path data: body, then the tail
     bubbles: list[tuple[str, str, str]]  # (cx, cy, r)
+
+
+@dataclass
+class CaptionView:
+    """A narrator's or a voice's caption box (the panel's own caption is ``caption``)."""
+
+    text_view: TextView
+    box: Rect
+    speaker: str | None
+
+
+@dataclass
+class SfxView:
+    text: str
+    x: str  # the letters' anchor point (centre of the baseline) in page px
+    y: str
+    transform: str  # rotate(angle cx cy)
+    size: str
+    color: str
+    stroke: str  # outline width x 2 (half of it is covered by the fill)
+    family: str
+    runs: list[tuple[str, str | None]]
+    box: str
 
 
 @dataclass
@@ -108,6 +136,8 @@ class PanelView:
     caption_box: Rect | None = None
     caption_position: str = "top"
     balloons: list[BalloonView] = field(default_factory=list)
+    narration: list[CaptionView] = field(default_factory=list)
+    sfx: list[SfxView] = field(default_factory=list)
 
 
 @dataclass
@@ -143,7 +173,11 @@ def _text_view(block: TextBlock, frame: Rect) -> TextView:
     )
     if block.face != lettering.BUNDLED:  # a fallback face, copied into assets/
         style += f";font-family:{block.face},sans-serif"
-    return TextView(lines=list(block.lines), align=block.align, style=style, box=_box(b))
+    runs = [
+        [(text, None if key == block.face else key) for text, key in block.runs(i)]
+        for i in range(len(block.lines))
+    ]
+    return TextView(lines=list(block.lines), align=block.align, style=style, box=_box(b), runs=runs)
 
 
 def _path(points: Sequence[Point]) -> str:
@@ -201,7 +235,29 @@ def _panel_view(panel: PanelLayout, page: PageLayout, out_dir: Path) -> PanelVie
         view.caption_box = panel.caption.box
         view.caption_position = panel.caption.position
     view.balloons = [_balloon_view(balloon, b) for balloon in panel.balloons]
+    view.narration = [
+        CaptionView(_text_view(c.text_block, b), c.box, c.speaker) for c in panel.narration
+    ]
+    view.sfx = [_sfx_view(effect) for effect in panel.sfx]
     return view
+
+
+def _sfx_view(effect: SoundEffectLayout) -> SfxView:
+    block = effect.text_block
+    cx, cy = effect.center
+    family = "Kalam" if block.face == lettering.BUNDLED else block.face
+    return SfxView(
+        text=effect.text,
+        x=num(cx),
+        y=num(block.baseline(0)),
+        transform=f"rotate({num(effect.angle)} {num(cx)} {num(cy)})",
+        size=num(block.size),
+        color=effect.color,
+        stroke=num(2 * effect.outline),
+        family=family,
+        runs=[(text, None if key == block.face else key) for text, key in block.runs(0)],
+        box=_box(effect.box),
+    )
 
 
 def page_views(
@@ -226,7 +282,8 @@ def page_views(
                 thumb=thumb_names[i],
                 panels=[_panel_view(p, page, out_dir) for p in page.panels],
                 frames=[p.box for p in page.panels],
-                captions=[p.caption.box for p in page.panels if p.caption is not None],
+                captions=[p.caption.box for p in page.panels if p.caption is not None]
+                + [c.box for p in page.panels for c in p.narration],
                 page_number=(_text_view(page.page_number, page_box) if page.page_number else None),
                 prev=html_names[i - 1] if i > 0 else "index.html",
                 next=html_names[i + 1] if i + 1 < count else None,
@@ -239,12 +296,15 @@ def page_views(
 
 
 def face_assets(layout: BookLayout) -> dict[str, Path]:
-    """Fallback font files the pages need: asset name → source file."""
+    """Fallback font files the pages need: asset name → source file (open licences only;
+    the others are referenced by name, ``local()``, and found where they are installed)."""
     files: dict[str, Path] = {}
     for key in layout.faces():
         if key == lettering.BUNDLED:
             continue
         face = lettering.face(key)
+        if not face.copyable:
+            continue
         files[key + face.regular.suffix.lower()] = face.regular
         if face.bold is not None:
             files[key + "-Bold" + face.bold.suffix.lower()] = face.bold
@@ -261,12 +321,25 @@ def _face_css(layout: BookLayout) -> str:
         weights = [(400, key + face.regular.suffix.lower())]
         if face.bold is not None:
             weights.append((700, key + "-Bold" + face.bold.suffix.lower()))
+        # local() first: a collection (.ttc) file holds several faces and a browser
+        # loads only its first; the installed face is the exact one the PNG used
+        family = _css_string(face.family)
         for weight, name in weights:
+            sources = [f'local("{family}")']
+            if face.copyable:
+                sources.append(f'url("assets/{quote(name)}")')
             rules.append(
-                f'@font-face {{ font-family: "{key}"; src: url("assets/{quote(name)}"); '
+                f'@font-face {{ font-family: "{key}"; src: {", ".join(sources)}; '
                 f"font-weight: {weight}; font-display: block; }}"
             )
+        # runs in this face inside a block lettered in another: they must not make
+        # the line taller than the block's own line height (the PNG's baselines)
+        rules.append(f'.f-{key} {{ font-family: "{key}"; line-height: 0; }}')
     return "\n".join(rules)
+
+
+def _css_string(text: str) -> str:
+    return "".join(c for c in text if c.isalnum() or c in " -_.")
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -299,6 +372,7 @@ def write_html(
         "assets": assets,
         "stroke": num(layout.style.stroke),
         "stroke2": num(layout.style.stroke * 2),
+        "dash": " ".join(num(layout.style.stroke * d) for d in png.DASH),
         "border": num(layout.style.border),
         "css_vars": _css_vars(layout.style),
         # generated here from font keys, never from story text
