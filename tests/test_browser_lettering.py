@@ -51,6 +51,7 @@ def lettering_book(out, direction="ltr") -> Book:
                 Speech("مرحبا بالعالم", "speech", "Alice", a),
                 Speech("שלום עולם", "thought", "Bob", b),
             ],
+            sfx=[SoundEffect("ドン BANG", (0.5, 0.85), 8, "orange", 0.1)],
         ),
     ]  # fmt: skip
     second = [panel("2.1", "wide", 3, [("Alice", 0.3)], caption="The end.")]
@@ -135,7 +136,7 @@ def test_narrator_and_off_panel_voices(browser, built):
     )
     assert dash not in ("", "none")
     sfx = tab.page.locator("svg text.sfx")
-    assert sfx.count() == 1 and sfx.text_content() == "BOOM!"
+    assert sfx.count() == 2 and sfx.first.text_content() == "BOOM!"
     (sx, sy, sw, sh) = rects(tab, "svg text.sfx")[0]
     effect = panel.sfx[0]
     cx, cy = effect.center
@@ -190,4 +191,26 @@ def test_the_page_counter_reads_in_order(browser, built):
     }"""
     )
     assert first < last  # "1 / 2" left to right, in rtl books too (it read "2 / 1")
+    tab.close()
+
+
+def test_a_sound_effect_in_two_faces_stays_inside_the_svg(browser, built):
+    out, result = built
+    panel = result.layout.pages[0].panels[2]
+    runs = panel.sfx[0].text_block.runs(0)
+    tab = Tab(browser)
+    tab.open(out / "page-01.html")
+    got = tab.page.evaluate(
+        """() => ({
+        shapes: document.querySelectorAll('svg.ink g.balloon-shape').length,
+        text: document.querySelectorAll('svg.ink text.sfx')[1].textContent,
+        tspans: document.querySelectorAll('svg.ink text.sfx tspan').length,
+        stray: document.querySelectorAll('article > span, main > span').length,
+    })"""
+    )
+    balloons = sum(len(p.balloons) for p in result.layout.pages[0].panels)
+    assert got["shapes"] == balloons  # the SVG was not cut short by the sound effect
+    assert got["text"] == "ドン BANG" and got["stray"] == 0
+    assert got["tspans"] == sum(1 for _t, key in runs if key != panel.sfx[0].text_block.face)
+    assert tab.errors == []
     tab.close()
