@@ -313,7 +313,17 @@ def choose_chain(
                 missing -= covered
             if not missing:
                 break
-    return tuple(chain), missing_warnings(missing)
+    warnings = missing_warnings(missing)
+    if names:
+        families = {f.family.lower() for f in system_faces(language, names)}
+        files = {str(f.regular) for f in system_faces(language, names)}
+        for name in names:
+            if name.lower() not in families and name not in files:
+                warnings.append(
+                    f"[page] fonts: {name!r} is not an installed font family or font file "
+                    "(fc-list : family lists the families) — it is not used"
+                )
+    return tuple(chain), warnings
 
 
 def missing_warnings(missing: Iterable[int]) -> list[str]:

@@ -128,6 +128,8 @@ def test_a_font_named_in_page_settings_comes_first():
         pytest.skip("DejaVu Sans is not installed")
     chain, _ = typefaces.choose_chain(["שלום"], "", [family])
     assert typefaces.face(chain[1]).family == family
+    _, warnings = typefaces.choose_chain(["שלום"], "", ["No Such Family"])
+    assert any("'No Such Family' is not an installed font" in w for w in warnings)
     # a family that is not installed is not silently replaced by another
     assert not any(
         f.family == "No Such Family" for f in typefaces.system_faces("", ["No Such Family"])
