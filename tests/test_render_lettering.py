@@ -65,3 +65,29 @@ def test_a_storys_lettering_reaches_the_pages(workspace):
     assert [b.offpanel for b in second.balloons] == [True, True]
     assert [b.speaker for b in second.balloons] == ["Pip", "radio"]
     assert the_plan.page.fonts == ["Noto Sans CJK SC"]
+
+
+def test_new_storys_template_shows_the_lettering_fields(tmp_path):
+    import os
+
+    from comicgen.story import check_story, load_story
+    from comicgen.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "w")
+    (ws.characters_dir / "pip.yaml").write_text("name: Pip\ndescription: a red circle\n")
+    old = os.getcwd()
+    os.chdir(ws.root)
+    try:
+        result = CliRunner().invoke(app, ["new-story", "voices"])
+    finally:
+        os.chdir(old)
+    assert result.exit_code == 0, result.output
+    path = ws.stories_dir / "voices.yaml"
+    text = path.read_text(encoding="utf-8")
+    for shown in ("caption_at:", "speaker: narrator", "offpanel: true", "kind: whisper", "sfx:"):
+        assert shown in text, shown
+    loaded = load_story(path)
+    check_story(loaded, ["Pip"], None)
+    last = loaded.story.pages[-1].panels[-1]
+    assert last.caption_at == "bottom" and last.sfx[0].text == "CREAK"
+    assert [d.offpanel for d in last.dialogue] == [False, True]
