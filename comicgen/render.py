@@ -75,6 +75,7 @@ class RenderResult:
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     main: bool = True  # False in the helper processes of a multi-process render
+    extras: list[Path] = field(default_factory=list)  # exports besides the pages (CBZ, EPUB...)
 
     @property
     def index(self) -> Path:
@@ -96,6 +97,8 @@ def render_story(
     allow_outside: bool = False,
     pdf: bool = False,
     strip: bool = False,
+    epub: bool = False,
+    acbf: bool = False,
     dpi: int | None = None,
     batch_size: int | None = 1,
     compile: bool = False,
@@ -153,6 +156,8 @@ def render_story(
         template_dirs=[ws.templates_dir] if ws.templates_dir.is_dir() else [],
         pdf=pdf,
         strip=strip,
+        epub=epub,
+        acbf=acbf,
         dpi=dpi,
     )
     return RenderResult(
@@ -164,6 +169,7 @@ def render_story(
         skipped=skipped,
         files=list(getattr(result, "files", [])),
         warnings=list(result.warnings),  # the plan's warnings were reported already
+        extras=result.extras,
     )
 
 

@@ -38,6 +38,21 @@ def render(
     strip: Annotated[
         bool, typer.Option("--strip", help="Also write one long vertical image (webtoon).")
     ] = False,
+    epub: Annotated[
+        bool,
+        typer.Option(
+            "--epub",
+            help="Also write NAME.epub: EPUB 3 fixed layout with panel-by-panel "
+            "(region-based) navigation and the lettering as text.",
+        ),
+    ] = False,
+    acbf: Annotated[
+        bool,
+        typer.Option(
+            "--acbf",
+            help="Also write NAME.acbf (ACBF 1.1: frames and text layers, for comic readers).",
+        ),
+    ] = False,
     dpi: Annotated[
         int | None,
         typer.Option(min=36, max=1200, help="Resolution of the PNG pages (default from config)."),
@@ -100,6 +115,8 @@ def render(
             for flag, on in (
                 ("--pdf", pdf),
                 ("--strip", strip),
+                ("--epub", epub),
+                ("--acbf", acbf),
                 ("--open", open_),
                 ("--allow-outside", allow_outside),
                 ("--compile", compile_),
@@ -130,6 +147,8 @@ def render(
             allow_outside=allow_outside,
             pdf=pdf,
             strip=strip,
+            epub=epub,
+            acbf=acbf,
             dpi=dpi,
             batch_size=size,
             compile=compile_,
@@ -144,6 +163,8 @@ def render(
         parts.append(f"{result.skipped} not painted yet (outside --pages/--panel)")
     out.print(", ".join(parts))
     out.print(f"pages: [bold]{escape(ws.relative(result.index))}[/]")
+    for extra in result.extras:
+        out.print(f"also: {escape(ws.relative(extra))}")
     if open_:
         open_in_browser(result.index)
 

@@ -11,6 +11,8 @@ output is drawn from that geometry::
     out_dir/<name>.cbz            the PNG pages + ComicInfo.xml   (cbz=True)
     out_dir/<name>.pdf            the PNG pages as a PDF          (pdf=True)
     out_dir/<name>-strip.png      one long vertical image         (strip=True)
+    out_dir/<name>.epub           EPUB 3 fixed layout, region-based navigation (epub=True)
+    out_dir/<name>.acbf           ACBF 1.1: frames and text layers, pages embedded (acbf=True)
 
 Panel images must already be inside ``out_dir`` (render puts them in ``panels/``);
 the HTML refers to them by relative path. Every file is written atomically.
@@ -46,6 +48,14 @@ class PublishResult:
     cbz: Path | None = None
     pdf: Path | None = None
     strip: Path | None = None
+    epub: Path | None = None
+    acbf: Path | None = None
+
+    @property
+    def extras(self) -> list[Path]:
+        """The exports written besides the pages (CBZ, PDF, strip, EPUB, ACBF)."""
+        found = (self.cbz, self.pdf, self.strip, self.epub, self.acbf)
+        return [path for path in found if path is not None]
 
 
 def page_file_names(count: int) -> tuple[list[str], list[str]]:
@@ -64,6 +74,8 @@ def publish(
     pdf: bool = False,
     strip: bool = False,
     cbz: bool = True,
+    epub: bool = False,
+    acbf: bool = False,
     dpi: int | None = None,
 ) -> PublishResult:
     """Lay out ``book`` and write its pages and exports into ``out_dir``."""
@@ -148,6 +160,20 @@ def publish(
         write_strip(result.png_pages, result.strip, dpi)
         result.files.append(result.strip)
         timings["strip"] = time.perf_counter() - start
+    if epub:
+        from comicgen.publish.epub import write_epub
+
+        start = time.perf_counter()
+        result.epub = write_epub(layout, out_dir / f"{stem}.epub", dpi)
+        result.files.append(result.epub)
+        timings["epub"] = time.perf_counter() - start
+    if acbf:
+        from comicgen.publish.acbf import write_acbf
+
+        start = time.perf_counter()
+        result.acbf = write_acbf(layout, result.png_pages, out_dir / f"{stem}.acbf")
+        result.files.append(result.acbf)
+        timings["acbf"] = time.perf_counter() - start
     result.timings = timings
     return result
 

@@ -23,8 +23,20 @@ def pixel_size(page: PageLayout, dpi: int) -> tuple[int, int]:
     return max(1, round(page.width * scale)), max(1, round(page.height * scale))
 
 
-def render_page(page: PageLayout, style: Style, dpi: int, supersample: int = SUPERSAMPLE):
-    """Paint one page; returns an RGB ``PIL.Image``."""
+def render_page(
+    page: PageLayout,
+    style: Style,
+    dpi: int,
+    supersample: int = SUPERSAMPLE,
+    *,
+    with_text: bool = True,
+):
+    """Paint one page; returns an RGB ``PIL.Image``.
+
+    ``with_text=False`` leaves the text of captions and balloons out (their shapes stay;
+    sound effects, part of the art, too): the art for exports that set the text as real
+    text over it (EPUB).
+    """
     from PIL import Image, ImageDraw
 
     scale = dpi / 96
@@ -70,7 +82,8 @@ def render_page(page: PageLayout, style: Style, dpi: int, supersample: int = SUP
                 outline=ink,
                 width=max(1, round(style.stroke * s)),
             )
-            _draw_text(draw, caption.text_block, s, ink)
+            if with_text:
+                _draw_text(draw, caption.text_block, s, ink)
         for balloon in panel.balloons:
             shapes = [balloon.outline] + ([balloon.tail] if balloon.tail else [])
             stroke = max(1, round(2 * style.stroke * s))
@@ -89,7 +102,8 @@ def render_page(page: PageLayout, style: Style, dpi: int, supersample: int = SUP
                 draw.polygon(_scaled(shape, s), fill=paper)
             for x, y, r in balloon.bubbles:
                 draw.ellipse(((x - r) * s, (y - r) * s, (x + r) * s, (y + r) * s), fill=paper)
-            _draw_text(draw, balloon.text_block, s, ink)
+            if with_text:
+                _draw_text(draw, balloon.text_block, s, ink)
     if page.page_number is not None:
         _draw_text(draw, page.page_number, s, _rgba(style.page_number_color))
     if supersample != 1:
