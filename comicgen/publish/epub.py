@@ -41,7 +41,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from comicgen import lettering
-from comicgen.layout import BookLayout, PageLayout, Rect, TextBlock
+from comicgen.layout import BookLayout, CaptionBox, PageLayout, PanelLayout, Rect, TextBlock
 
 XHTML = "http://www.w3.org/1999/xhtml"
 EPUB_NS = "http://www.idpf.org/2007/ops"
@@ -68,7 +68,7 @@ body { position: relative; overflow: hidden; background: %(paper)s; }
 .caption, .balloon {
   position: absolute;
   margin: 0;
-  font-family: "comicgen-%(bundled)s", cursive;
+  font-family: "comicgen-%(bundled)s", "Kalam", cursive;
   font-weight: 400;
   color: %(ink)s;
 }
@@ -105,10 +105,13 @@ def _num(value: float) -> str:
 
 
 def _fonts(layout: BookLayout) -> list[_Font]:
-    """The lettering faces the pages use, as files an EPUB may carry (TrueType, OpenType)."""
+    """The lettering faces the pages use that an EPUB may carry: open licence, TrueType or
+    OpenType (a collection, .ttc, is not an EPUB font type: readers use their own fonts)."""
     fonts = []
     for key in layout.faces():
-        face = lettering.bundled_face() if key == lettering.BUNDLED else lettering.face(key)
+        face = lettering.face(key)
+        if not face.copyable:
+            continue
         for weight, path in ((400, face.regular), (700, face.bold)):
             if path is None or Path(path).suffix.lower() not in FONT_TYPES:
                 continue
@@ -118,12 +121,19 @@ def _fonts(layout: BookLayout) -> list[_Font]:
     return fonts
 
 
-def _font_css(fonts: Sequence[_Font]) -> str:
-    return "".join(
+def _font_css(layout: BookLayout, fonts: Sequence[_Font]) -> str:
+    """@font-face rules for the carried fonts, and a class per face (keys are [A-Za-z0-9-])."""
+    rules = [
         f'@font-face {{ font-family: "{f.family}"; src: url("../fonts/{f.name}"); '
         f"font-weight: {f.weight}; }}\n"
         for f in fonts
-    )
+    ]
+    for key in layout.faces():
+        family = lettering.face(key).family.replace('"', "").replace("\\", "")
+        rules.append(f'.f-{key} {{ font-family: "comicgen-{key}", "{family}", sans-serif; }}\n')
+        # a run in this face inside a block lettered in another keeps the block's lines
+        rules.append(f".line > .f-{key} {{ line-height: 0; }}\n")
+    return "".join(rules)
 
 
 def _identifier(layout: BookLayout) -> str:
@@ -141,8 +151,9 @@ def _xywh(rect: Rect, page: PageLayout) -> str:
     return f"xywh={x0},{y0},{max(1, x1 - x0)},{max(1, y1 - y0)}"
 
 
-def _text(parent: ET.Element, block: TextBlock, origin: Rect, kind: str, ident: str, face_class):
-    """A ``<p>`` holding ``block``'s lines at its place, relative to ``origin``."""
+def _text(parent: ET.Element, block: TextBlock, origin: Rect, kind: str, ident: str):
+    """A ``<p>`` holding ``block``'s lines at its place, relative to ``origin``; each line
+    is a span, and each run of it in another face than the block's a span in that face."""
     b = block.box
     style = (
         f"left:{_num(b.x - origin.x)}px;top:{_num(b.y - origin.y)}px;"
@@ -150,18 +161,25 @@ def _text(parent: ET.Element, block: TextBlock, origin: Rect, kind: str, ident: 
         f"font-size:{_num(block.size)}px;line-height:{_num(block.line_height)}px;"
         f"text-align:{block.align}"
     )
-    family = face_class(block.face)
-    if family:
-        style += f";font-family:{family}"
-    classes = [kind] + (["bold"] if block.bold else [])
-    p = ET.SubElement(parent, "p", {"class": " ".join(classes), "id": ident, "style": style})
-    return p
+    classes = [kind, f"f-{block.face}"] + (["bold"] if block.bold else [])
+    return ET.SubElement(parent, "p", {"class": " ".join(classes), "id": ident, "style": style})
 
 
-def _lines(p: ET.Element, lines: Sequence[str]) -> None:
-    for line in lines:
+def _lines(p: ET.Element, block: TextBlock) -> None:
+    for index, line in enumerate(block.lines):
         span = ET.SubElement(p, "span", {"class": "line", "dir": "auto"})
-        span.text = _x(line) or "\u00a0"
+        span.text = "" if line else "\u00a0"
+        span.tail = "\n"  # between lines: a word break for text extraction, no space shown
+        last = None
+        for text, key in block.runs(index):
+            if key == block.face:
+                if last is None:
+                    span.text += _x(text)
+                else:
+                    last.tail = (last.tail or "") + _x(text)
+            else:
+                last = ET.SubElement(span, "span", {"class": f"f-{key}"})
+                last.text = _x(text)
 
 
 def _html(lang: str, direction: str, title: str, head_extra=()) -> tuple[ET.Element, ET.Element]:
@@ -178,11 +196,30 @@ def _html(lang: str, direction: str, title: str, head_extra=()) -> tuple[ET.Elem
     return html, body
 
 
+def _indent(element: ET.Element, level: int = 0) -> None:
+    """Indent like ``ET.indent``, but never inside a paragraph: its lines are ``pre``."""
+    if element.tag == "p" or not len(element):
+        return
+    pad = "\n" + "  " * (level + 1)
+    if not (element.text or "").strip():
+        element.text = pad
+    for child in element:
+        _indent(child, level + 1)
+        if not (child.tail or "").strip():
+            child.tail = pad
+    child.tail = "\n" + "  " * level
+
+
 def _serialize(root: ET.Element) -> bytes:
-    ET.indent(root)
+    _indent(root)
     text = ET.tostring(root, encoding="unicode", short_empty_elements=True)
     doctype = "<!DOCTYPE html>\n" if root.tag == "html" else ""
     return _XML_DECLARATION + (doctype + text + "\n").encode("utf-8")
+
+
+def _captions(panel: PanelLayout) -> list[CaptionBox]:
+    """The panel's caption boxes: its caption, then the narrator's and voices' lines."""
+    return ([panel.caption] if panel.caption is not None else []) + list(panel.narration)
 
 
 def page_xhtml(layout: BookLayout, page: PageLayout, art: str, title: str) -> bytes:
@@ -207,9 +244,6 @@ def page_xhtml(layout: BookLayout, page: PageLayout, art: str, title: str) -> by
     )
     ET.SubElement(frame, "img", {"class": "art", "src": art, "alt": ""})
 
-    def family(face: str) -> str | None:
-        return None if face == lettering.BUNDLED else f'"comicgen-{face}", sans-serif'
-
     for panel in page.panels:
         b = panel.box
         anchor = "panel-" + panel.id.replace(".", "-")
@@ -225,16 +259,23 @@ def page_xhtml(layout: BookLayout, page: PageLayout, art: str, title: str) -> by
         )
         alt = ET.SubElement(div, "p", {"class": "alt"})
         alt.text = _x(f"Panel {panel.id}: {panel.content.alt}")
-        if panel.caption is not None:
-            p = _text(div, panel.caption.text_block, b, "caption", f"{anchor}-caption", family)
-            _lines(p, panel.caption.text_block.lines)
+        for index, caption in enumerate(_captions(panel), start=1):
+            block = caption.text_block
+            p = _text(div, block, b, "caption", f"{anchor}-c{index}")
+            if caption.speaker:
+                ET.SubElement(p, "span", {"class": "speaker"}).text = _x(f"{caption.speaker}: ")
+            _lines(p, block)
         for index, balloon in enumerate(panel.balloons, start=1):
             kind = str(balloon.kind)
-            p = _text(div, balloon.text_block, b, f"balloon {kind}", f"{anchor}-b{index}", family)
+            p = _text(div, balloon.text_block, b, f"balloon {kind}", f"{anchor}-b{index}")
             if balloon.speaker:
                 speaker = ET.SubElement(p, "span", {"class": "speaker"})
                 speaker.text = _x(f"{balloon.speaker} {VERBS.get(kind, 'says')}: ")
-            _lines(p, balloon.text_block.lines)
+            _lines(p, balloon.text_block)
+        for index, effect in enumerate(panel.sfx, start=1):
+            # painted on the art (turned, in colour); here as text for search and speech
+            sound = ET.SubElement(div, "p", {"class": "alt", "id": f"{anchor}-s{index}"})
+            sound.text = _x(f"Sound: {effect.text}")
     return _serialize(html)
 
 
@@ -252,12 +293,12 @@ def regions_xhtml(layout: BookLayout, files: Sequence[str], title: str) -> bytes
         for panel in page.panels:
             item = ET.SubElement(panels, "li", {"epub:type": "panel"})
             ET.SubElement(item, "a", {"href": f"{file}#{_xywh(panel.box, page)}"})
-            areas = [panel.caption.box] if panel.caption is not None else []
-            areas += [balloon.box for balloon in panel.balloons]
-            kinds = ["text-area"] * (panel.caption is not None) + ["balloon"] * len(panel.balloons)
+            areas = [("text-area", caption.box) for caption in _captions(panel)]
+            areas += [("balloon", balloon.box) for balloon in panel.balloons]
+            areas += [("sound-area", effect.box) for effect in panel.sfx]
             if areas:
                 texts = ET.SubElement(item, "ol")
-                for kind, rect in zip(kinds, areas, strict=True):
+                for kind, rect in areas:
                     text = ET.SubElement(texts, "li", {"epub:type": kind})
                     ET.SubElement(text, "a", {"href": f"{file}#{_xywh(rect, page)}"})
     return _serialize(html)
@@ -370,11 +411,11 @@ def write_epub(layout: BookLayout, path: Path, dpi: int, modified: datetime | No
     files = [name.replace(".html", ".xhtml") for name in html_names]
     images = [f"images/{name}" for name in png_names]
     fonts = _fonts(layout)
-    css = _font_css(fonts) + CSS % {
+    css = CSS % {
         "paper": layout.style.paper,
         "ink": layout.style.ink,
         "bundled": lettering.BUNDLED,
-    }
+    } + _font_css(layout, fonts)  # after the base rules: a block's own face wins
     entries: list[tuple[str, bytes, int]] = []
     for page, file, image in zip(layout.pages, files, images, strict=True):
         art = render_page(page, layout.style, dpi, with_text=False)
