@@ -80,6 +80,17 @@ def render(
             "each) through Accelerate.",
         ),
     ] = 1,
+    takes: Annotated[
+        int | None,
+        typer.Option(
+            "--takes",
+            min=1,
+            max=16,
+            help="Paint N takes (seeds) of the --panel and write a contact sheet to "
+            "build/NAME/takes/; keep one with 'comicgen pick'.",
+            show_default=False,
+        ),
+    ] = None,
     compile_: Annotated[
         bool,
         typer.Option(
@@ -102,6 +113,8 @@ def render(
 
     size = _batch_size(batch_size)
     ws = open_workspace(workspace)
+    if takes is not None:
+        return _takes(ws, story, panel, takes, device, allow_outside, size)
     if processes > 1 and "WORLD_SIZE" not in os.environ:
         from comicgen.launch import relaunch
 
@@ -167,6 +180,37 @@ def render(
         out.print(f"also: {escape(ws.relative(extra))}")
     if open_:
         open_in_browser(result.index)
+
+
+def _takes(ws, story, panel, count, device, allow_outside, size) -> None:
+    from comicgen.library import Library
+    from comicgen.takes import render_takes
+
+    if not panel:
+        raise typer.BadParameter("--takes needs --panel, e.g. --panel 2.1", param_hint="--takes")
+    out = console()
+    model = {"device": device} if device else {}
+    with (
+        _sigterm_as_interrupt(),
+        Library.open(ws.db_path, ws.cache_dir) as library,
+        RichReporter(out) as reporter,
+    ):
+        result = render_takes(
+            ws,
+            story,
+            panel,
+            count,
+            library=library,
+            reporter=reporter,
+            model=model,
+            allow_outside=allow_outside,
+            batch_size=size,
+        )
+    out.print(f"{result.painted} takes painted, {result.reused} reused")
+    for take in result.takes:
+        out.print(f"  take {take.number}: seed {take.seed}")
+    out.print(f"contact sheet: [bold]{escape(ws.relative(result.html))}[/]")
+    out.print(f"keep one with: comicgen pick {result.panel} NUMBER")
 
 
 @contextmanager
