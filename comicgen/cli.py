@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from comicgen import __version__
-from comicgen.commands import characters, doctor, render, stories, takes
+from comicgen.commands import characters, doctor, render, serve, stories, takes
 from comicgen.commands._common import handle_errors
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app = typer.Typer(
 app.command("new-story")(stories.new_story)
 app.command("render")(render.render)
 app.command("pick")(takes.pick)
+app.command("serve")(serve.serve)
 app.command("schema")(stories.schema)
 app.command("doctor")(doctor.doctor)
 app.add_typer(characters.app, name="characters")

@@ -355,14 +355,36 @@ def write_html(
     assets: dict[str, str],
 ) -> list[Path]:
     """Write ``index.html`` and one HTML file per page; returns the paths written."""
+    from comicgen.fsutil import atomic_write_text
+
+    written = []
+    for name, text in render_html(
+        layout, out_dir, template_dirs, html_names, png_names, thumb_names, assets
+    ):
+        atomic_write_text(Path(out_dir) / name, text)
+        written.append(Path(out_dir) / name)
+    return written
+
+
+def render_html(
+    layout: BookLayout,
+    out_dir: Path,
+    template_dirs: Sequence[Path],
+    html_names: Sequence[str],
+    png_names: Sequence[str],
+    thumb_names: Sequence[str],
+    assets: dict[str, str],
+    views: list[PageView] | None = None,
+) -> list[tuple[str, str]]:
+    """(file name, HTML) of every page, then of ``index.html`` (``comicgen serve`` keeps
+    them in memory; ``views`` lets it adjust what the templates see)."""
     import jinja2
     import markupsafe
 
-    from comicgen.fsutil import atomic_write_text
-
     out_dir = Path(out_dir)
     env = environment(template_dirs)
-    views = page_views(layout, out_dir, html_names, png_names, thumb_names)
+    if views is None:
+        views = page_views(layout, out_dir, html_names, png_names, thumb_names)
     common = {
         "book": layout.book,
         "direction": layout.direction,
@@ -385,14 +407,11 @@ def write_html(
             text = template.render(
                 **common, page=view, prev=view.prev, next=view.next, title_suffix=view.number
             )
-            path = out_dir / view.file
-            atomic_write_text(path, text)
-            written.append(path)
+            written.append((view.file, text))
         index = env.get_template("index.html").render(
             **common, page=None, prev=None, next=views[0].file if views else None
         )
-        atomic_write_text(out_dir / "index.html", index)
-        written.append(out_dir / "index.html")
+        written.append(("index.html", index))
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.filename or exc.name}:{exc.lineno}"
         raise ComicgenError(

@@ -1,0 +1,269 @@
+"""`comicgen serve`: builds, repaints, takes and the safety rules, through Starlette's
+TestClient (the browser side is in test_serve_browser.py)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from comicgen.serve.app import create_app
+from comicgen.serve.paths import safe_child
+from comicgen.serve.studio import Studio
+from tests.helpers import comicgen_process, integrity, tiny_workspace
+
+STORY = """\
+# A hand-written story: comments and spacing must survive a pick.
+title: Served
+pages:
+  - panels:
+      - prompt: "{pip} on the left, grass, day sky"   # the opening
+        characters: [{name: pip, position: left}]
+        caption: Hello there.
+      - prompt: a house, night sky
+        dialogue:
+          - {text: "Anyone home?"}   # an off-panel voice
+"""
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def served(tmp_path):
+    ws = tiny_workspace(tmp_path / "ws")
+    (ws.stories_dir / "served.yaml").write_text(STORY, encoding="utf-8")
+    studio = Studio(ws.root, Path("served"))
+    app = create_app(studio, allowed_hosts=["testserver"])
+    with TestClient(app) as client:
+        client.studio = studio
+        client.ws = ws
+        client.story = ws.stories_dir / "served.yaml"
+        yield client
+
+
+def settled(client) -> dict:
+    """Wait until every panel is painted and the last build shows it."""
+    studio = client.studio
+    state = studio.stories["served"]
+
+    def done():
+        return (
+            state.build is not None
+            and all(state.build.cached.values())
+            and not studio.painter.status("served")
+        )
+
+    wait_for(
+        done,
+        timeout=120,
+        what=f"all panels painted ({state.history}, {studio.painter.errors}, "
+        f"{studio.painter.status('served')}, {studio.painter.painted})",
+    )
+    return state
+
+
+def edit(client, old: str, new: str) -> None:
+    text = client.story.read_text(encoding="utf-8")
+    assert old in text
+    client.story.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def test_pages_are_served_and_only_changed_panels_repaint(served):
+    page = served.get("/s/served/page-01.html")
+    assert page.status_code == 200
+    assert "Hello there." in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert 'http-equiv="Content-Security-Policy"' in page.text  # the page's own stays
+    assert '<script src="/_studio/studio.js" defer>' in page.text
+    state = settled(served)
+    assert sorted(p for _, p in served.studio.painter.painted) == ["1.1", "1.2"]
+    assert served.get("/", follow_redirects=False).headers["location"] == ("/s/served/index.html")
+
+    # lettering only: a new build, nothing to paint
+    version = state.version
+    edit(served, "Hello there.", "Goodbye now.")
+    wait_for(lambda: state.version > version, what="a build after the caption edit")
+    assert state.history[-1]["changed"] == [] and state.history[-1]["missing"] == []
+    assert "Goodbye now." in served.get("/s/served/page-01.html").text
+
+    # one prompt: only that panel is painted again
+    edit(served, "a house, night sky", "a tree, night sky")
+    wait_for(lambda: state.history[-1].get("changed") == ["1.2"], what="the prompt edit")
+    settled(served)
+    assert [p for _, p in served.studio.painter.painted] == ["1.1", "1.2", "1.2"][
+        -len(served.studio.painter.painted) :
+    ]
+    assert sorted(p for _, p in served.studio.painter.painted).count("1.1") == 1
+    html = served.get("/s/served/page-01.html").text
+    key = state.build.job("1.2").key
+    assert f"p01-2.png?v={key[:24]}" in html
+    image = served.get(f"/s/served/panels/p01-2.png?v={key[:24]}")
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    for name in ("page-01.png", "thumbs/page-01.png", "assets/comic.css", "assets/reader.js"):
+        assert served.get(f"/s/served/{name}").status_code == 200, name
+    # nothing of this went to build/: that stays what `render` writes
+    assert not served.ws.build_dir.exists() or not any(served.ws.build_dir.iterdir())
+
+
+def test_a_broken_story_keeps_the_last_good_pages_and_reports_the_cli_line(served):
+    state = settled(served)
+    version = state.version
+    good = served.get("/s/served/page-01.html").text
+    edit(served, "title: Served", "title: [Served")
+    wait_for(lambda: state.error, what="the error")
+    assert re.match(r"^stories/served\.yaml:\d+:\d+: ", state.error), state.error
+    assert state.version == version
+    assert served.get("/s/served/page-01.html").text == good
+    edit(served, "title: [Served", "title: Served")
+    wait_for(lambda: state.error is None, what="the fix")
+
+
+def test_takes_and_pick_through_the_api_keep_comments(served):
+    state = settled(served)
+    token = served.studio.token
+    headers = {"X-Comicgen-Token": token}
+    answer = served.post(
+        "/_studio/takes", json={"story": "served", "panel": "1.2", "count": 3}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    takes = answer.json()["takes"]
+    assert [t["take"] for t in takes] == [1, 2, 3] and takes[0]["ready"]  # 1 = the panel now
+    wait_for(lambda: all(served.get(t["src"]).status_code == 200 for t in takes), what="the takes")
+    before = served.story.read_text(encoding="utf-8")
+    answer = served.post(
+        "/_studio/pick", json={"story": "served", "panel": "1.2", "take": 3}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    seed = answer.json()["seed"]
+    assert seed == takes[2]["seed"]
+    after = served.story.read_text(encoding="utf-8")
+    diff = [
+        line
+        for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert diff == [f"+        seed: {seed}"]
+    # the chosen take is in the cache: the rebuild paints nothing
+    wait_for(lambda: state.build.job("1.2").seed == seed, what="the rebuild after the pick")
+    assert all(state.build.cached.values())
+    # and the contact sheet is where `render --takes` puts it, for `comicgen pick`
+    wait_for(lambda: (served.ws.build_dir / "served" / "takes" / "1-2.json").is_file())
+
+
+def test_writes_need_the_token_json_and_this_origin(served):
+    url = "/_studio/pick"
+    body = {"story": "served", "panel": "1.1", "take": 1}
+    token = served.studio.token
+    before = served.story.read_bytes()
+    assert served.post(url, json=body).status_code == 403
+    assert served.post(url, json=body, headers={"X-Comicgen-Token": "x" * 43}).status_code == 403
+    assert served.post("/_studio/takes", json=body).status_code == 403
+    other = {"X-Comicgen-Token": token, "Origin": "http://evil.example"}
+    assert served.post(url, json=body, headers=other).status_code == 403
+    form = served.post(
+        url,
+        content=b"story=served",
+        headers={"X-Comicgen-Token": token, "Content-Type": "text/plain"},
+    )
+    assert form.status_code == 415
+    assert served.get(url).status_code in (404, 405)
+    assert served.story.read_bytes() == before
+    # the token is in the story's pages only, never in the lists
+    assert token in served.get("/s/served/index.html").text
+    assert token not in served.get("/?list").text
+
+
+def test_nothing_outside_the_workspace_is_served(served, tmp_path):
+    ws = served.ws
+    (ws.build_dir / "served").mkdir(parents=True)
+    (ws.build_dir / "served" / "ok.txt").write_text("inside", encoding="utf-8")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside", encoding="utf-8")
+    os.symlink(secret, ws.build_dir / "served" / "out.txt")
+    os.symlink(ws.build_dir / "served" / "ok.txt", ws.build_dir / "served" / "in.txt")
+    assert served.get("/build/served/ok.txt").text == "inside"
+    assert served.get("/build/served/in.txt").text == "inside"  # a symlink inside is fine
+    refused = [
+        "/build/served/out.txt",  # a symlink out
+        "/build/%2e%2e/comicgen.toml",
+        "/build/..%2fcomicgen.toml",
+        "/build/served/%2e%2e/%2e%2e/comicgen.toml",
+        "/build/%2fetc%2fpasswd",
+        "/build//etc/passwd",
+        f"/build/{secret}",
+        "/build/served\\..\\..\\comicgen.toml",
+        "/s/served/assets/..%2f..%2fcomicgen.toml",
+        "/s/served/panels/..%2f..%2f..%2fcomicgen.toml",
+        "/s/served/panels/%2e%2e/%2e%2e/%2e%2e/comicgen.db",
+        "/s/nope/index.html",
+        "/_studio/panel/..%2f..%2fcomicgen.db.png",
+        "/_studio/characters/Pip/0-../../x.png",
+    ]
+    for url in refused:
+        response = served.get(url)
+        assert response.status_code in (404, 400), url
+        assert "outside" not in response.text and "[model]" not in response.text, url
+    # another Host (DNS rebinding) is refused
+    assert served.get("/?list", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_safe_child(tmp_path):
+    base = tmp_path / "base"
+    (base / "a").mkdir(parents=True)
+    (base / "a" / "f.txt").write_text("x")
+    assert safe_child(base, "a/f.txt") == (base / "a" / "f.txt").resolve()
+    for bad in ("", "/etc/passwd", "../x", "a/../a/f.txt", "a\\f.txt", ".hidden", "a//f.txt"):
+        assert safe_child(base, bad) is None, bad
+
+
+def test_character_library_page(served):
+    page = served.get("/_studio/characters")
+    assert page.status_code == 200 and 'data-name="Pip"' in page.text
+    mask = served.get("/_studio/characters/Pip/0-mask.png")
+    view = served.get("/_studio/characters/Pip/0-view.png")
+    assert mask.status_code == view.status_code == 200
+    from io import BytesIO
+
+    from PIL import Image
+
+    tinted = Image.open(BytesIO(mask.content)).convert("RGB")
+    plain = Image.open(BytesIO(view.content)).convert("RGB")
+    # the sheet's circle is masked (tinted), its plain border is not
+    assert tinted.getpixel((32, 32)) != plain.getpixel((32, 32))
+    assert tinted.getpixel((2, 30)) == plain.getpixel((2, 30))
+    assert "box 0.2" in page.text  # the mask's box: the circle starts at x = 16 of 64
+    assert served.get("/_studio/characters/Nobody/0-view.png").status_code == 404
+
+
+def test_render_and_serve_at_once_paint_each_panel_once(tmp_path):
+    from tests.helpers import long_story
+
+    ws = tiny_workspace(tmp_path / "ws", steps=4)
+    (ws.stories_dir / "long.yaml").write_text(long_story(3, 3), encoding="utf-8")
+    studio = Studio(ws.root, Path("long"))
+    with TestClient(create_app(studio, allowed_hosts=["testserver"])) as client:
+        assert client.get("/s/long/index.html").status_code == 200
+        process = comicgen_process(ws, "render", "long")
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output
+        state = studio.stories["long"]
+        studio.mark_dirty({"long"})
+        wait_for(lambda: state.build and all(state.build.cached.values()), timeout=300)
+        wait_for(lambda: not studio.painter.status("long"))
+    painted_by_render = int(re.search(r"(\d+) panels? painted", output).group(1))
+    assert painted_by_render + len(studio.painter.painted) == 9, output
+    assert integrity(ws) == "ok"
+    assert len(list((ws.cache_dir / "panels").rglob("*.png"))) == 9
