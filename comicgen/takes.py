@@ -22,7 +22,8 @@ from pathlib import Path
 
 from comicgen.errors import ComicgenError
 from comicgen.fsutil import atomic_save_image, atomic_write_bytes, atomic_write_text, safe_filename
-from comicgen.render import PanelJob, Plan, Reporter, SilentReporter, panel_seed, select
+from comicgen.jobs import PanelJob, Plan, panel_seed, select
+from comicgen.painting import Reporter, SilentReporter
 from comicgen.story_edit import set_panel_seed
 from comicgen.workspace import Workspace
 
@@ -91,7 +92,8 @@ def render_takes(
     batch_size: int | None = 1,
 ) -> TakesResult:
     """Paint ``count`` takes of one panel (cached ones reused) and write the contact sheet."""
-    from comicgen.render import paint_jobs, plan
+    from comicgen.jobs import plan
+    from comicgen.painting import paint_jobs
 
     reporter = reporter or SilentReporter()
     the_plan = plan(ws, story_path, library, allow_outside=allow_outside)
@@ -196,7 +198,7 @@ def contact_sheet(images, labels: list[str], gap: int = 8, label_height: int = 2
 
 def load_takes(ws: Workspace, panel_id: str, story: Path | None = None) -> tuple[Path, dict]:
     """The takes record of ``panel_id`` (of ``story``, or the newest one written)."""
-    from comicgen.render import resolve_story_path
+    from comicgen.jobs import resolve_story_path
 
     stem = safe_filename(panel_id.replace(".", "-"), "panel")
     if story is not None:
@@ -222,7 +224,7 @@ def load_takes(ws: Workspace, panel_id: str, story: Path | None = None) -> tuple
 
 def pick(ws: Workspace, panel_id: str, number: int, story: Path | None = None):
     """Write take ``number``'s seed into the story; returns (story path, seed)."""
-    from comicgen.render import resolve_story_path
+    from comicgen.jobs import resolve_story_path
 
     _, record = load_takes(ws, panel_id, story)
     seeds = {t["take"]: t["seed"] for t in record.get("takes", [])}

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from comicgen.errors import ComicgenError
-from comicgen.render import PanelJob, Plan, panel_lock, png_bytes
+from comicgen.jobs import PanelJob, Plan
+from comicgen.painting import panel_lock, png_bytes
 from comicgen.workspace import Workspace
 
 
@@ -189,7 +190,7 @@ class Painter(threading.Thread):
         return (the_plan.model_name, the_plan.info.fingerprint, the_plan.render.scheduler)
 
     def _painter_for(self, ws: Workspace, the_plan: Plan):
-        from comicgen.render import SilentReporter, _load_painter
+        from comicgen.painting import SilentReporter, _load_painter
 
         key = self._model_key(the_plan)
         if self.painter is None or self.painter_key != key:
@@ -201,7 +202,7 @@ class Painter(threading.Thread):
         return self.painter
 
     def _paint(self, work: Work, library) -> None:
-        from comicgen.render import _paint_job
+        from comicgen.painting import _paint_job
 
         job = work.job
         if library.cache_get(job.key) is not None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comicgen.fsutil import safe_filename
-from comicgen.render import PanelJob, Plan, build_book, plan
+from comicgen.jobs import PanelJob, Plan, plan
+from comicgen.render import build_book
 from comicgen.workspace import Workspace
 
 STUDIO_HEAD = (

@@ -52,7 +52,7 @@ class Studio:
         self.wake: asyncio.Event | None = None
         self.takes: dict[tuple[str, str], TakeRequest] = {}
         if story is not None:
-            from comicgen.render import resolve_story_path
+            from comicgen.jobs import resolve_story_path
 
             path = resolve_story_path(self.ws, story)
             self.first = self._register(path).name
