@@ -375,14 +375,16 @@ def render_html(
     thumb_names: Sequence[str],
     assets: dict[str, str],
     views: list[PageView] | None = None,
+    env=None,
 ) -> list[tuple[str, str]]:
     """(file name, HTML) of every page, then of ``index.html`` (``comicgen serve`` keeps
-    them in memory; ``views`` lets it adjust what the templates see)."""
+    them in memory; ``views`` lets it adjust what the templates see, ``env`` reuses its
+    compiled templates)."""
     import jinja2
     import markupsafe
 
     out_dir = Path(out_dir)
-    env = environment(template_dirs)
+    env = env or environment(template_dirs)
     if views is None:
         views = page_views(layout, out_dir, html_names, png_names, thumb_names)
     common = {

@@ -219,8 +219,12 @@ def create_app(studio: Studio, *, allowed_hosts: list[str] | None = None, watch:
             return _not_found()
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
     routes = [
         Route("/", home),
+        Route("/favicon.ico", favicon),
         Route("/s/{story}/", story_page),
         Route("/s/{story}/{path:path}", story_page),
         Route("/build/{path:path}", static_build),

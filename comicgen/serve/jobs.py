@@ -221,6 +221,7 @@ class Painter(threading.Thread):
                     raise Stale
                 self.emit("progress", info | {"step": done, "total": total}, work.story)
 
+            start = time.perf_counter()
             try:
                 (image,) = painter.paint_batch([_paint_job(job, library)], on_step=on_step)
             except Stale:
@@ -230,6 +231,10 @@ class Painter(threading.Thread):
                     self.current = None
                 return None
             library.cache_put(job.key, png_bytes(image), model=work.plan.model_name)
+            done = {"seconds": time.perf_counter() - start}
+            if work.take is None:  # the page shows it at once, before the next build
+                done["src"] = f"panels/{job.file_name}?v={job.key[:24]}"
+            self.emit("painted", info | done, work.story)
         self._done(work, painted=True)
         return None
 

@@ -79,7 +79,15 @@ def build_pages(
     assets = {"comic.css": "assets/comic.css", "reader.js": "assets/reader.js"}
     templates = [ws.templates_dir] if ws.templates_dir.is_dir() else []
     rendered = render_html(
-        layout, out_dir, templates, html_names, png_names, thumb_names, assets, views=views
+        layout,
+        out_dir,
+        templates,
+        html_names,
+        png_names,
+        thumb_names,
+        assets,
+        views=views,
+        env=_environment(templates),
     )
     head = STUDIO_HEAD.format(
         token=html_escape.escape(token, quote=True),
@@ -97,6 +105,24 @@ def build_pages(
         cached=cached,
         seconds=time.perf_counter() - start,
     )
+
+
+_ENVIRONMENTS: dict[tuple[str, ...], object] = {}
+
+
+def _environment(template_dirs: list[Path]):
+    """The Jinja environment for these template folders, kept between builds (Jinja
+    reloads a template whose file changed; a new override file calls forget_templates)."""
+    from comicgen.publish.html import environment
+
+    key = tuple(str(d) for d in template_dirs)
+    if key not in _ENVIRONMENTS:
+        _ENVIRONMENTS[key] = environment(template_dirs)
+    return _ENVIRONMENTS[key]
+
+
+def forget_templates() -> None:
+    _ENVIRONMENTS.clear()
 
 
 def inject(text: str, head: str) -> str:

@@ -203,6 +203,11 @@ class Studio:
         touched = {stories[str(p.resolve())] for p in paths if str(p.resolve()) in stories}
         others = [p for p in paths if str(p.resolve()) not in stories]
         story_dir = self.ws.stories_dir.resolve()
+        templates = self.ws.templates_dir.resolve()
+        if any(p.resolve().is_relative_to(templates) for p in others):
+            from comicgen.serve.pages import forget_templates
+
+            forget_templates()  # a new override file is not seen by the cached ones
         if any(not p.resolve().is_relative_to(story_dir) for p in others):
             self.mark_dirty(None)  # characters, comicgen.toml or a template
         elif touched:

@@ -235,14 +235,15 @@
   source.addEventListener("open", function () { studio.connected = true; });
   source.addEventListener("state", function (event) {
     var state = JSON.parse(event.data);
-    studio.events.push({ type: "state", version: state.version, error: state.error });
+    studio.events.push({ type: "state", version: state.version, error: state.error,
+      t: performance.now() });
     latest = state;
     showError(state.error);
     if (state.version > version) { refresh(); } else { mark(state.panels); }
   });
   source.addEventListener("painting", function (event) {
     var data = JSON.parse(event.data);
-    studio.events.push({ type: "painting", id: data.id, take: data.take });
+    studio.events.push({ type: "painting", id: data.id, take: data.take, t: performance.now() });
     if (data.take == null) {
       var el = figure(data.id);
       if (el) { el.setAttribute("data-studio", "painting"); el.style.setProperty("--progress", "0"); }
@@ -258,6 +259,16 @@
     }
     badge.querySelector(".state").textContent = "painting " + data.id +
       (data.take != null ? " take " + data.take : "") + " " + data.step + "/" + data.total;
+  });
+  source.addEventListener("painted", function (event) {
+    var data = JSON.parse(event.data);
+    studio.events.push({ type: "painted", id: data.id, take: data.take, seconds: data.seconds,
+      t: performance.now() });
+    var el = data.take == null ? figure(data.id) : null;
+    if (el && data.src) {
+      el.querySelector("img").src = data.src;
+      el.setAttribute("data-studio", "done");
+    }
   });
   source.addEventListener("dropped", function (event) {
     var data = JSON.parse(event.data);
