@@ -93,20 +93,24 @@ def test_pages_are_served_and_only_changed_panels_repaint(served):
     assert served.get("/", follow_redirects=False).headers["location"] == ("/s/served/index.html")
 
     # lettering only: a new build, nothing to paint
-    version = state.version
+    mark = len(state.history)
     edit(served, "Hello there.", "Goodbye now.")
-    wait_for(lambda: state.version > version, what="a build after the caption edit")
-    assert state.history[-1]["changed"] == [] and state.history[-1]["missing"] == []
-    assert "Goodbye now." in served.get("/s/served/page-01.html").text
+    wait_for(
+        lambda: "Goodbye now." in served.get("/s/served/page-01.html").text,
+        what="a build after the caption edit",
+    )
+    builds = [h for h in state.history[mark:] if "changed" in h]
+    assert builds and all(h["changed"] == [] and h["missing"] == [] for h in builds)
 
     # one prompt: only that panel is painted again
+    mark = len(state.history)
     edit(served, "a house, night sky", "a tree, night sky")
-    wait_for(lambda: state.history[-1].get("changed") == ["1.2"], what="the prompt edit")
+    wait_for(
+        lambda: any(h.get("changed") == ["1.2"] for h in state.history[mark:]),
+        what="the prompt edit",
+    )
     settled(served)
-    assert [p for _, p in served.studio.painter.painted] == ["1.1", "1.2", "1.2"][
-        -len(served.studio.painter.painted) :
-    ]
-    assert sorted(p for _, p in served.studio.painter.painted).count("1.1") == 1
+    assert sorted(p for _, p in served.studio.painter.painted) == ["1.1", "1.2", "1.2"]
     html = served.get("/s/served/page-01.html").text
     key = state.build.job("1.2").key
     assert f"p01-2.png?v={key[:24]}" in html
