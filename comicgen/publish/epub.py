@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import uuid
 import zipfile
@@ -406,7 +407,13 @@ def write_epub(layout: BookLayout, path: Path, dpi: int, modified: datetime | No
 
     book = layout.book
     title = book.title or book.name
-    modified = modified or datetime.now(timezone.utc)
+    if modified is None:  # SOURCE_DATE_EPOCH: the reproducible-builds convention
+        epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+        modified = (
+            datetime.fromtimestamp(int(epoch), timezone.utc)
+            if epoch.isdigit()
+            else datetime.now(timezone.utc)
+        )
     html_names, png_names = page_file_names(len(layout.pages))
     files = [name.replace(".html", ".xhtml") for name in html_names]
     images = [f"images/{name}" for name in png_names]
