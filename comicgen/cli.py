@@ -6,16 +6,16 @@ so ``comicgen --help`` answers at once.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from comicgen import __version__
 from comicgen.commands import characters, doctor, render, serve, stories, takes
-from comicgen.commands._common import handle_errors
+from comicgen.commands._common import Command, Group
 
 app = typer.Typer(
+    cls=Group,
     name="comicgen",
     help="Turn a story written as YAML into comic pages.\n\n"
     "Start with 'comicgen new-story NAME', edit stories/NAME.yaml, then "
@@ -26,12 +26,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-app.command("new-story")(stories.new_story)
-app.command("render")(render.render)
-app.command("pick")(takes.pick)
-app.command("serve")(serve.serve)
-app.command("schema")(stories.schema)
-app.command("doctor")(doctor.doctor)
+app.command("new-story", cls=Command)(stories.new_story)
+app.command("render", cls=Command)(render.render)
+app.command("pick", cls=Command)(takes.pick)
+app.command("serve", cls=Command)(serve.serve)
+app.command("schema", cls=Command)(stories.schema)
+app.command("doctor", cls=Command)(doctor.doctor)
 app.add_typer(characters.app, name="characters")
 
 
@@ -53,6 +53,3 @@ def _main(
 
 def main() -> None:
     app()
-
-
-__all__ = ["app", "main", "handle_errors", "Path"]

@@ -60,6 +60,58 @@ class LocatedError(ComicgenError):
         return place + field + super().line()
 
 
+class Problems(ComicgenError):
+    """Several errors in one file, one line each, in the order of the file (at most
+    ``limit`` shown, then how many more)."""
+
+    limit = 10
+
+    def __init__(self, errors: list[LocatedError]):
+        self.errors = sorted(errors, key=lambda e: (e.lineno or 0, e.column or 0))
+        lines = [e.line() for e in self.errors[: self.limit]]
+        more = len(self.errors) - self.limit
+        if more > 0:
+            lines.append(f"… and {more} more problem{'s' if more != 1 else ''}")
+        super().__init__("\n".join(lines))
+
+
+def one_or_all(errors: list[LocatedError]) -> ComicgenError:
+    """The error to raise for ``errors`` (not empty): itself when alone, else all."""
+    return errors[0] if len(errors) == 1 else Problems(errors)
+
+
+def validation_message(err: dict) -> str:
+    """A pydantic error (one of ``ValidationError.errors()``) in plain words: what is
+    wrong and what is allowed, without pydantic's own phrasing."""
+    kind = err["type"]
+    if kind == "literal_error":
+        return err["msg"].replace("Input should be", "expected")
+    if kind == "too_short":
+        return f"needs at least {err.get('ctx', {}).get('min_length', 1)} item(s)"
+    if kind.startswith(("greater", "less", "too_", "string_too", "string_pattern")):
+        return err["msg"].replace("Input should", "should").replace("Value should", "should")
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    return _FRIENDLY.get(kind, err["msg"])
+
+
+_FRIENDLY = {
+    "missing": "required field is missing",
+    "string_type": "expected text",
+    "int_parsing": "expected a whole number",
+    "int_type": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list (lines starting with '- ')",
+    "dict_type": "expected a mapping (key: value lines)",
+    "model_type": "expected a mapping (key: value lines)",
+    "model_attributes_type": "expected a mapping (key: value lines)",
+}
+
+
 class ModelError(ComicgenError):
     """The model cannot be loaded or run (offline, not a diffusers folder, out of memory)."""
 

@@ -125,3 +125,16 @@ def safe_filename(name: str, default: str = "untitled") -> str:
     while "--" in cleaned:
         cleaned = cleaned.replace("--", "-")
     return cleaned[:80] or default
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` as the person should read it, relative to where they stand: below the
+    current directory, or up to two folders above it (``../build/…``); else absolute."""
+    full = Path(path).resolve()
+    try:
+        relative = os.path.relpath(full, Path.cwd().resolve())
+    except (ValueError, OSError):  # another drive (Windows), or no current directory
+        return str(full)
+    if relative.split(os.sep)[:3].count("..") > 2:
+        return str(full)
+    return relative

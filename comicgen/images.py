@@ -353,6 +353,7 @@ def cut_sheet(
     if w < cols * 4 or h < rows * 4:
         raise ComicgenError(f"the sheet ({w}x{h}) is too small for a {cols}x{rows} grid")
     cells: list[Image.Image] = []
+    empty: list[int] = []
     for r in range(rows):
         for c in range(cols):
             box = (
@@ -365,13 +366,21 @@ def cut_sheet(
             if trim:
                 trimmed = trim_border(cell)
                 if trimmed is None:
-                    if notes is not None:
-                        notes.append(f"sheet cell {r * cols + c + 1} is empty; skipped")
+                    empty.append(r * cols + c + 1)
                     continue
                 cell = trimmed
             cells.append(cell)
     if not cells:
         raise ComicgenError("every cell of the sheet is empty", hint="check --grid")
+    if len(empty) > cols * rows / 2:  # the grid cuts one picture into fragments
+        raise ComicgenError(
+            f"--grid {grid}: {len(empty)} of the {cols * rows} cells are empty, so the sheet "
+            "is not drawn in that grid",
+            hint="give the grid its views are drawn in (e.g. --grid 2x2), or add a single "
+            "picture with --image",
+        )
+    if notes is not None:
+        notes += [f"sheet cell {number} is empty; skipped" for number in empty]
     return cells
 
 
@@ -403,3 +412,21 @@ def trim_border(
         min(h, int(ys.max()) + 1 + pad),
     )
     return img.crop(box)
+
+
+def contact_sheet(views: list[Image.Image], masks: list[Image.Image], cell: int = 160):
+    """The views of a character side by side, each above its mask (the character in
+    its colours on grey): what infusion will take from each reference."""
+    pad = 8
+    sheet = Image.new("RGB", (pad + len(views) * (cell + pad), pad + 2 * (cell + pad)), "white")
+    for i, (view, mask) in enumerate(zip(views, masks, strict=True)):
+        scale = cell / max(view.size)
+        size = (max(1, round(view.width * scale)), max(1, round(view.height * scale)))
+        shown = flatten(view).resize(size, Image.Resampling.NEAREST)
+        region = mask.convert("L").resize(size, Image.Resampling.NEAREST)
+        masked = Image.composite(shown, Image.new("RGB", size, (128, 128, 128)), region)
+        x = pad + i * (cell + pad) + (cell - size[0]) // 2
+        y = pad + (cell - size[1]) // 2
+        sheet.paste(shown, (x, y))
+        sheet.paste(masked, (x, y + cell + pad))
+    return sheet

@@ -133,7 +133,7 @@ def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) 
 
 def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = False) -> Plan:
     """Load and check a story and make one job per panel (no painting)."""
-    from comicgen.painter import inspect_model, round_size
+    from comicgen.painter import inspect_model, panel_size
 
     path = resolve_story_path(ws, story_path, allow_outside)
     loaded = load_story(path, display=ws.relative(path))
@@ -157,11 +157,8 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
         descriptions[key] = cast.description if cast and cast.description else ch.description
 
     jobs: list[PanelJob] = []
-    side = render.size or info.native_size
     for p, n, _page, panel in story.panels():
-        long = side * 3 // 2
-        w, h = {"wide": (long, side), "tall": (side, long)}.get(panel.shape or "", (side, side))
-        rw, rh = round_size(w, info.size_multiple), round_size(h, info.size_multiple)
+        (w, h), (rw, rh) = panel_size(info, render.size, panel.shape)
         if (rw, rh) != (w, h):
             warnings.append(
                 f"panel {panel.id}: size {w}x{h} rounded to {rw}x{rh} "
@@ -213,7 +210,31 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
         )
         job.key = job.compute_key()
         jobs.append(job)
+    unknown = vocabulary_warning(info, [job.prompt for job in jobs])
+    if unknown:
+        warnings.append(unknown)
     return Plan(loaded, jobs, model_name, info, render, page, warnings)
+
+
+def vocabulary_warning(info, prompts: list[str]) -> str | None:
+    """For a bundled model, which knows only its own small world: the words of the
+    prompts it does not know (it ignores them), and where its words are listed."""
+    if info.source.kind != "bundled" or info.source.folder is None:
+        return None
+    from comicgen.bundled import unknown_words
+    from comicgen.fsutil import shown_path
+
+    unknown = unknown_words(info.source.folder, prompts)
+    if not unknown:
+        return None
+    more = len(unknown) - 12
+    shown = ", ".join(unknown[:12]) + (f" and {more} more" if more > 0 else "")
+    card = shown_path(info.source.folder / "MODEL_CARD.md")
+    return (
+        f"the model {info.source.name} does not know the word{'s' if len(unknown) > 1 else ''} "
+        f"{shown} and paints as if {'they were' if len(unknown) > 1 else 'it was'} not there; "
+        f"the words it knows are listed in {card} (Data)"
+    )
 
 
 def _cast(story, lowered: str):
@@ -238,6 +259,11 @@ def parse_pages(spec: str | None, total: int) -> set[int] | None:
                 lo, hi = part.split("-", 1)
                 start = int(lo) if lo else 1
                 end = int(hi) if hi else total
+                if start > end:
+                    raise ComicgenError(
+                        f"--pages '{spec}': the range {part} runs backwards",
+                        hint=f"write {end}-{start}",
+                    )
                 pages.update(range(start, end + 1))
             else:
                 pages.add(int(part))

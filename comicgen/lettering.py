@@ -109,10 +109,6 @@ def missing(text: str, faces: Faces = BUNDLED) -> list[str]:
     ]
 
 
-def font_path(bold: bool = False):
-    return FONT_DIR / FONT_FILES[bold]
-
-
 @functools.lru_cache(maxsize=64)
 def font(size: float, bold: bool = False, face_key: str = BUNDLED):
     """A face at ``size`` pixels (a Pillow ``FreeTypeFont``); Kalam by default."""

@@ -187,8 +187,16 @@ def offline_error(repo_id: str) -> ModelError:
 
 
 def pick_device(requested: str = "auto") -> str:
+    """The device to paint on; ModelError (before anything is loaded) when ``requested``
+    is not a device name, or names one this machine does not have."""
     import torch
 
+    from comicgen.settings import check_device
+
+    try:
+        check_device(requested)
+    except ValueError as exc:
+        raise ModelError(f"--device: {exc}") from None
     if requested != "auto":
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(
@@ -310,17 +318,6 @@ class Painter:
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, info, device, dtype, scheduler)
 
-    def panel_size(self, size: int | None, shape: str | None) -> tuple[int, int, bool]:
-        """(width, height, rounded?) for a panel of ``shape`` whose short side is ``size``."""
-        side = size or self.info.native_size
-        long = side * 3 // 2
-        width, height = {"wide": (long, side), "tall": (side, long)}.get(shape or "", (side, side))
-        return (
-            round_size(width, self.info.size_multiple),
-            round_size(height, self.info.size_multiple),
-            (width % self.info.size_multiple or height % self.info.size_multiple) != 0,
-        )
-
     def auto_batch_size(self, width: int, height: int) -> int:
         """How many panels to paint per call (``--batch-size auto``).
 
@@ -415,6 +412,19 @@ def _refs_signature(job: PaintJob) -> tuple:
 
 def round_size(value: int, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def panel_size(
+    info: ModelInfo, size: int | None, shape: str | None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The size a panel of ``shape`` (square, wide, tall) whose short side is ``size``
+    (None: the model's native size) asks for, and the size it is painted at: rounded to
+    the multiple the model needs. ((width, height) asked, (width, height) painted)."""
+    side = size or info.native_size
+    long = side * 3 // 2
+    asked = {"wide": (long, side), "tall": (side, long)}.get(shape or "", (side, side))
+    painted = (round_size(asked[0], info.size_multiple), round_size(asked[1], info.size_multiple))
+    return asked, painted
 
 
 def out_of_memory(device: str) -> ModelError:

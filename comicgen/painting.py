@@ -189,20 +189,14 @@ def _load_painter(ws: Workspace, the_plan: Plan, model: dict | None, reporter: R
 
 
 def _paint_job(job: PanelJob, library):
+    """The painter's view of a job: every field of :class:`~comicgen.painter.PaintJob`
+    taken from the job by name, the characters with their reference images loaded."""
+    from dataclasses import fields
+
     from comicgen.painter import PaintJob
 
-    return PaintJob(
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        guidance=job.guidance,
-        guidance_rescale=job.guidance_rescale,
-        seed=job.seed,
-        characters=[character_refs(c, library) for c in job.characters],
-        infusion=job.infusion,
-    )
+    same = {f.name: getattr(job, f.name) for f in fields(PaintJob) if f.name != "characters"}
+    return PaintJob(**same, characters=[character_refs(c, library) for c in job.characters])
 
 
 def png_bytes(image) -> bytes:

@@ -110,6 +110,9 @@ def render_story(
     shared cache, and the main process lays out and writes the pages.
     """
     reporter = reporter or SilentReporter()
+    from comicgen.painter import pick_device
+
+    pick_device(device or ws.config.model.device)  # before anything is loaded
     state = distributed_state(device)
     if state is None:
         the_plan = plan(ws, story_path, library, allow_outside=allow_outside)
@@ -283,7 +286,11 @@ def _display(speaker: str | None, job: PanelJob) -> str | None:
     return speaker
 
 
-def open_in_browser(path: Path) -> None:
+def open_in_browser(path: Path) -> bool:
+    """Open ``path`` in the web browser; False when there is none to open it."""
     import webbrowser
 
-    webbrowser.open(path.resolve().as_uri())
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False

@@ -8,11 +8,20 @@ error rather than a silent default.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 Shape = Literal["square", "wide", "tall"]
+DEVICES = "auto, cpu, cuda, cuda:N (the GPU's number) or mps"
+
+
+def check_device(value: str) -> str:
+    """``value`` when it names a device comicgen can paint on, else ValueError."""
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,2})?", value):
+        raise ValueError(f"'{value}' is not a device; use {DEVICES}")
+    return value
 
 
 class Strict(BaseModel):
@@ -28,6 +37,12 @@ class ModelSettings(Strict):
     device: str = Field(
         "auto", description="'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."
     )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return check_device(value)
+
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="'auto' is float16 on a GPU and float32 on the CPU."
     )

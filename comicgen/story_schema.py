@@ -241,7 +241,53 @@ def write_schema(ws) -> Path:
     return path
 
 
-# -- the template of a new story ---------------------------------------------------------
+# -- a new story ---------------------------------------------------------------------------
+
+
+def create_story(ws, name: str, title: str | None = None) -> tuple[Path, list[str]]:
+    """Write ``stories/NAME.yaml`` from the template (never over an existing file) and
+    the schema beside it; returns the file and the character names it could use."""
+    from comicgen.errors import ComicgenError
+    from comicgen.fsutil import safe_filename
+
+    slug = safe_filename(Path(name).stem if name.endswith(".yaml") else name, "")
+    if not slug:
+        raise ComicgenError(
+            f"'{name}' is not usable as a file name", hint="use letters, digits, '-' or '_'"
+        )
+    ws.stories_dir.mkdir(parents=True, exist_ok=True)
+    path = ws.stories_dir / f"{slug}.yaml"
+    if path.exists():
+        raise ComicgenError(
+            f"{ws.relative(path)} already exists; it was left as it is",
+            hint="pick another name or edit that file",
+        )
+    names = _character_names(ws)
+    text = story_template(slug, title or slug.replace("-", " ").replace("_", " ").title(), ws)
+    write_schema(ws)
+    with open(path, "x", encoding="utf-8") as handle:  # 'x': never overwrite
+        handle.write(text)
+    return path, names
+
+
+def render_command(ws, path: Path) -> str:
+    """The command that renders ``path``, written to work from the current directory."""
+    import shlex
+
+    from comicgen.fsutil import shown_path
+
+    return f"comicgen render {shlex.quote(shown_path(path))}{workspace_option(ws)} --open"
+
+
+def workspace_option(ws) -> str:
+    """`` --workspace PATH`` when commands run here would not find ``ws``, else ''."""
+    import shlex
+
+    from comicgen.fsutil import shown_path
+
+    if Path.cwd().resolve().is_relative_to(ws.root):
+        return ""
+    return f" --workspace {shlex.quote(shown_path(ws.root))}"
 
 
 def story_template(slug: str, title: str, ws) -> str:
@@ -255,11 +301,11 @@ def story_template(slug: str, title: str, ws) -> str:
         prompt2 = (
             f"{{{first}}} on the left and {{{second}}} on the right, wide shot, snow, day sky"
             if second
-            else f"close-up of {{{first}}}, snow, day sky"
+            else f"{{{first}}}, close-up, snow, day sky"
         )
     else:
         prompt1 = "a character on the left, wide shot, grass, day sky, a tree"
-        prompt2 = "close-up of a character, snow, day sky"
+        prompt2 = "a character, close-up, snow, day sky"
     prompt3 = "a house, wide shot, sand, night sky"
     env = Environment(
         loader=PackageLoader("comicgen", "data"), keep_trailing_newline=True, autoescape=False
@@ -289,7 +335,7 @@ def _character_names(ws) -> list[str]:
     """Names usable as YAML plain scalars, from the library and characters/ folder."""
     import re
 
-    import yaml
+    from comicgen.library.folders import character_files, read_name
 
     names: list[str] = []
     if ws.db_path.exists():
@@ -300,13 +346,8 @@ def _character_names(ws) -> list[str]:
                 names += lib.character_names()
         except Exception:  # noqa: BLE001 - the template works without them
             pass
-    for path in sorted(ws.characters_dir.glob("*.yaml")):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError, OSError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("name"), str):
-            names.append(data["name"])
+    if ws.characters_dir.is_dir():
+        names += [n for n in map(read_name, character_files(ws.characters_dir)) if n]
     seen: list[str] = []
     for n in names:
         if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,30}", n) and n.lower() not in (

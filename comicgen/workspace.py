@@ -16,7 +16,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from comicgen.errors import ComicgenError, LocatedError, did_you_mean
+from comicgen.errors import (
+    ComicgenError,
+    LocatedError,
+    did_you_mean,
+    one_or_all,
+    validation_message,
+)
 from comicgen.settings import WorkspaceConfig
 
 if sys.version_info >= (3, 11):
@@ -107,22 +113,7 @@ class Workspace:
     @classmethod
     def find(cls, start: Path | None = None) -> Workspace:
         """The workspace holding ``start`` (default: the env var, then the current dir)."""
-        if start is None and os.environ.get(ENV_WORKSPACE):
-            start = Path(os.environ[ENV_WORKSPACE])
-            if not (start / CONFIG_NAME).is_file():
-                raise ComicgenError(
-                    f"{ENV_WORKSPACE}={start} holds no {CONFIG_NAME}",
-                    hint="unset it or point it at a workspace",
-                )
-            return cls.load(start)
-        here = Path(start or Path.cwd()).resolve()
-        for folder in (here, *here.parents):
-            if (folder / CONFIG_NAME).is_file():
-                return cls.load(folder)
-        raise ComicgenError(
-            f"no comicgen workspace ({CONFIG_NAME}) in {here} or any folder above it",
-            hint="run 'comicgen new-story NAME --dir PATH' to create one, or pass --workspace PATH",
-        )
+        return cls.load(find_root(start))
 
     @classmethod
     def create(cls, root: Path) -> Workspace:
@@ -137,52 +128,139 @@ class Workspace:
         return cls.load(root)
 
 
+def find_root(start: Path | None = None) -> Path:
+    """The folder of the workspace holding ``start`` (default: $COMICGEN_WORKSPACE, then
+    the current directory), found by walking up like git; its config is not read."""
+    if start is None and os.environ.get(ENV_WORKSPACE):
+        start = Path(os.environ[ENV_WORKSPACE])
+        if not (start / CONFIG_NAME).is_file():
+            raise ComicgenError(
+                f"{ENV_WORKSPACE}={start} holds no {CONFIG_NAME}",
+                hint="unset it or point it at a workspace",
+            )
+        return start.resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise ComicgenError(
+        f"no comicgen workspace ({CONFIG_NAME}) in {here} or any folder above it",
+        hint="run 'comicgen new-story NAME --dir PATH' to create one, or pass --workspace PATH",
+    )
+
+
 def load_config(path: Path) -> WorkspaceConfig:
+    """Read and check ``comicgen.toml``; every problem is reported like a story's:
+    ``file:line:column: field: what is wrong — what is allowed``."""
+    from comicgen.fsutil import shown_path
+
+    shown = shown_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ComicgenError(f"{path}: no such file") from None
+        raise ComicgenError(f"{shown}: no such file") from None
     except UnicodeDecodeError as exc:
         raise LocatedError(
             f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-            file=path,
+            file=shown,
             hint="save the file as UTF-8",
         ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        col = getattr(exc, "colno", None)
-        msg = getattr(exc, "msg", str(exc))
-        raise LocatedError(f"TOML syntax error: {msg}", file=path, line=line, column=col) from None
+        raise _toml_error(shown, exc) from None
     try:
         return WorkspaceConfig.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(path, text, exc) from None
+        raise _config_error(shown, text, exc) from None
 
 
-def _config_error(path: Path, text: str, exc: ValidationError) -> LocatedError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    field = ".".join(loc)
+def _toml_error(shown: str, exc: Exception) -> LocatedError:
+    import re
+
+    text = getattr(exc, "msg", None) or str(exc)
+    line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
+    if at:
+        line, col = int(at.group(1)), int(at.group(2))
+        text = text[: at.start()]
+    elif text.endswith("(at end of document)"):
+        text = text.removesuffix("(at end of document)").rstrip()
     hint = None
-    if err["type"] == "extra_forbidden":
-        model: type = WorkspaceConfig
-        for part in loc[:-1]:
-            sub = model.model_fields.get(part)
-            model = sub.annotation if sub is not None else model
-        known = getattr(model, "model_fields", {})
-        hint = did_you_mean(loc[-1], known) or f"known fields: {', '.join(known)}"
-        message = f"unknown setting '{loc[-1]}'"
-    else:
-        message = err["msg"]
-    line = _find_key_line(text, loc[-1]) if loc else None
-    return LocatedError(message, file=path, line=line, field=field, hint=hint)
+    if "invalid value" in text.lower():
+        hint = 'text needs quotes (device = "cpu"), numbers none (steps = 20)'
+    return LocatedError(
+        f"TOML syntax error: {text[:1].lower()}{text[1:]}",
+        file=shown,
+        line=line,
+        column=col,
+        hint=hint,
+    )
 
 
-def _find_key_line(text: str, key: str) -> int | None:
+def _config_error(shown: str, text: str, exc: ValidationError) -> ComicgenError:
+    found = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        hint = None
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(loc[:-1])
+            hint = did_you_mean(loc[-1], known) or f"known settings here: {', '.join(known)}"
+            message = f"unknown setting '{loc[-1]}'"
+        else:
+            message = validation_message(err)
+            info = _field_at(loc)
+            if info is not None and info.description and err["type"] != "value_error":
+                hint = info.description.rstrip(".") + _bounds(info)
+        line = _find_key(text, loc)
+        found.append(LocatedError(message, file=shown, line=line, field=".".join(loc), hint=hint))
+    return one_or_all(found)
+
+
+def _bounds(info) -> str:
+    """' (from 1 to 200)' for a field with bounds, else ''."""
+    low = high = None
+    for rule in info.metadata:
+        low = getattr(rule, "ge", None) if getattr(rule, "ge", None) is not None else low
+        high = getattr(rule, "le", None) if getattr(rule, "le", None) is not None else high
+    if low is not None and high is not None:
+        return f" (from {low} to {high})"
+    return f" (at least {low})" if low is not None else ""
+
+
+def _field_at(loc: list[str]):
+    model: type = WorkspaceConfig
+    info = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        model = info.annotation
+    return info
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model = _field_at(loc).annotation if loc and _field_at(loc) else WorkspaceConfig
+    return list(getattr(model, "model_fields", {}))
+
+
+def _find_key(text: str, loc: list[str]) -> int | None:
+    """Where ``loc`` (table path + key) is written: the key inside its [table], else the
+    table's header, else the key anywhere."""
+    table, key = ".".join(loc[:-1]), loc[-1] if loc else ""
+    current = ""
+    header = anywhere = None
     for number, raw in enumerate(text.splitlines(), start=1):
         stripped = raw.strip()
-        if stripped.startswith(("[" + key + "]", key + " ", key + "=")):
-            return number
-    return None
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            current = stripped.strip("[] \t").split("]")[0].strip()
+            if current == ".".join(loc):
+                header = header or number
+            continue
+        name = stripped.split("=", 1)[0].strip().strip("\"'")
+        if "=" in stripped and name == key:
+            if current == table:
+                return number
+            anywhere = anywhere or number
+    return header or anywhere

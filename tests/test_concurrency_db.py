@@ -160,3 +160,49 @@ def test_a_writer_waits_for_a_held_lock_instead_of_failing(tmp_path: Path):
     with Library.open(tmp_path / "comicgen.db", tmp_path / ".cache") as lib:
         assert lib.cache_get("late") is not None
         assert lib.character_names() == ["Late"]
+
+
+def test_every_write_transaction_takes_the_write_lock_first(tmp_path: Path):
+    """A transaction that reads, then writes, must start with BEGIN IMMEDIATE: in WAL
+    mode a deferred one that another process wrote behind cannot take the write lock
+    and fails at once with "database is locked", without waiting the busy timeout.
+    Every statement of the library's operations is traced here: each transaction that
+    changes something began IMMEDIATE, and no writing statement runs outside one."""
+    from sqlalchemy import event
+
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "figure.png")
+    chars = tmp_path / "characters"
+    (chars / "bo").mkdir(parents=True)
+    Image.new("RGB", (32, 32), "blue").save(chars / "bo" / "a.png")
+    (chars / "bo.yaml").write_text("name: Bo\n")
+    statements: list[str] = []
+    with Library.open(tmp_path / "comicgen.db", tmp_path / ".cache") as lib:
+        event.listen(
+            lib.db.engine,
+            "connect",
+            lambda conn, _rec: conn.set_trace_callback(statements.append),
+        )
+        lib.db.engine.dispose()  # new connections, traced
+        lib.add_character("Pip", "a red circle", images=[tmp_path / "figure.png"])
+        lib.add_character("Pip", "a red square", images=[tmp_path / "figure.png"], replace=True)
+        lib.import_folder(chars)
+        lib.import_folder(chars, update=True)
+        lib.cache_put("ab" * 16, b"png bytes", model="m")
+        lib.cache_put("ab" * 16, b"png bytes again", model="m")
+        lib.export_character("Bo", tmp_path / "out")
+        lib.remove_character("bo")
+        lib.cache_get("ab" * 16)
+        assert lib.list_characters()[0].images[0].png  # a deferred load
+    assert any(s.startswith("INSERT") for s in statements)
+    begun = None  # how the open transaction began
+    for statement in statements:
+        word = statement.split()[0].upper()
+        if word == "BEGIN":
+            begun = statement.upper()
+        elif word in ("COMMIT", "ROLLBACK"):
+            begun = None
+        elif word in WRITES:
+            assert begun == "BEGIN IMMEDIATE", (begun, statement)
+
+
+WRITES = {"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER"}

@@ -23,7 +23,7 @@ def commands(group: click.Group, prefix: list[str]):
     yield prefix
     for name in group.list_commands(click.Context(group)):
         sub = group.get_command(click.Context(group), name)
-        if isinstance(sub, click.Group):
+        if hasattr(sub, "list_commands"):  # a group (Typer's own click or click itself)
             yield from commands(sub, [*prefix, name])
         else:
             yield [*prefix, name]

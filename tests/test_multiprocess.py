@@ -34,3 +34,40 @@ def test_two_processes_match_one(tmp_path):
         assert np.abs(pa - pb).max() <= 1, a.name
     for name in ("index.html", "page-01.png", "page-02.png", "s.cbz"):
         assert (double.build_dir / "s" / name).is_file()
+
+
+def test_the_relaunch_repeats_the_command_line_without_rebuilding_it(tmp_path, monkeypatch):
+    """``--processes N`` starts the same command in N processes: every option given is
+    passed on (from click's parsed context, so a new option needs no extra code), the
+    workspace made absolute, --processes left out."""
+    from typer.testing import CliRunner
+
+    import comicgen.commands.render as render_command
+    import comicgen.launch as launch
+    from comicgen.cli import app
+
+    ws = tiny_workspace(tmp_path / "w")
+    (ws.stories_dir / "s.yaml").write_text(long_story(1), encoding="utf-8")
+    seen = {}
+
+    def relaunch(processes, args, cpu):
+        seen.update(processes=processes, args=args)
+        return 0
+
+    monkeypatch.setattr(launch, "relaunch", relaunch)
+    monkeypatch.setattr(render_command, "_has_cuda", lambda: False)
+    monkeypatch.chdir(ws.root)
+    result = CliRunner().invoke(
+        app,
+        ["render", "stories/s.yaml", "--processes", "3", "--pdf", "--dpi", "72"]
+        + ["--pages", "1", "-w", ".", "--allow-outside"],
+    )
+    assert result.exit_code == 0, result.output
+    assert seen["processes"] == 3
+    args = seen["args"]
+    assert args[:2] == ["render", "stories/s.yaml"]
+    assert args[args.index("--workspace") + 1] == str(ws.root)
+    pairs = {args[i]: args[i + 1] for i in range(2, len(args) - 1) if args[i + 1][:2] != "--"}
+    assert pairs["--dpi"] == "72" and pairs["--pages"] == "1"
+    assert "--pdf" in args and "--allow-outside" in args
+    assert "--processes" not in args and "--strip" not in args and "--open" not in args

@@ -188,13 +188,6 @@ def caption_ids(text: str, max_length: int = MAX_TOKENS) -> list[int]:
     return ids + [eos] * (max_length - len(ids))
 
 
-def encode_captions(captions: list[str], max_length: int = MAX_TOKENS):
-    """A LongTensor (len(captions) x max_length) of :func:`caption_ids`."""
-    import torch
-
-    return torch.tensor([caption_ids(c, max_length) for c in captions], dtype=torch.long)
-
-
 def data_chunk(
     seed: int, start: int, count: int, variants: int, sheet_fraction: float, hat_masks: bool = False
 ):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 WorkspaceOption = Annotated[
     Path | None,
@@ -21,6 +22,41 @@ WorkspaceOption = Annotated[
 ]
 
 
+AllowOutsideOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help="Allow files outside the workspace (stories) or the characters folder (images "
+        "and character files).",
+    ),
+]
+
+
+def _plain_labels(params: list) -> list:
+    """--help without Typer's type labels (``<bool>``, ``<list[Path]>``): a flag shows
+    none, an option a word in capitals after it (its own metavar, or its name)."""
+    for param in params:
+        if getattr(param, "param_type_name", "") == "argument":
+            param.display_type_rich = lambda ctx: None
+        elif param.metavar is None:
+            param.metavar = "" if param.is_flag else (param.name or "value").upper()
+    return params
+
+
+class Command(typer.core.TyperCommand):
+    """Every comicgen command: plain option labels in --help."""
+
+    def get_params(self, ctx):
+        return _plain_labels(super().get_params(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    """Every comicgen command group: plain option labels in --help."""
+
+    def get_params(self, ctx):
+        return _plain_labels(super().get_params(ctx))
+
+
 def console(stderr: bool = False):
     from rich.console import Console
 
@@ -29,7 +65,9 @@ def console(stderr: bool = False):
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one red error line to stderr and return an Exit to raise."""
-    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    err = console(stderr=True)
+    for line in message.splitlines() or [message]:  # several problems: one line each
+        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
     return typer.Exit(code)
 
 

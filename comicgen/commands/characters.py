@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 
-from comicgen.commands._common import WorkspaceOption, console, escape, handle_errors
+from comicgen.commands._common import (
+    AllowOutsideOption,
+    Command,
+    Group,
+    WorkspaceOption,
+    console,
+    escape,
+    handle_errors,
+)
 
 app = typer.Typer(
+    cls=Group,
     help="Manage the character library: each character's reference images and description, "
     "which keep it looking the same from panel to panel.",
     no_args_is_help=True,
@@ -27,7 +36,7 @@ def _library(ws):
     return Library.open(ws.db_path, ws.cache_dir, display=ws.relative(ws.db_path))
 
 
-@app.command("add")
+@app.command("add", cls=Command)
 @handle_errors
 def add(
     name: NameArgument,
@@ -65,8 +74,11 @@ def add(
 ) -> None:
     """Add a character with its reference images (all or nothing).
 
-    Example: comicgen characters add Pip -i pip-front.png -i pip-side.png -d "a small red
-    creature with a blue hat"
+    Example (one command):
+
+    \b
+      comicgen characters add Pip -i pip-front.png -i pip-side.png \\
+        -d "a small red creature with a blue hat"
     """
     from comicgen.commands._common import open_workspace
 
@@ -85,7 +97,7 @@ def add(
     )
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @handle_errors
 def list_(workspace: WorkspaceOption = None) -> None:
     """List the characters in the library."""
@@ -110,13 +122,23 @@ def list_(workspace: WorkspaceOption = None) -> None:
     out.print(table)
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 @handle_errors
-def show(name: NameArgument, workspace: WorkspaceOption = None) -> None:
-    """Show a character: its description and reference images."""
+def show(
+    name: NameArgument,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Open the contact sheet in the browser.")
+    ] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Show a character: its description and reference images, and write a contact
+    sheet of its views and their masks (build/characters/NAME.png)."""
     from rich.table import Table
 
     from comicgen.commands._common import open_workspace
+    from comicgen.fsutil import atomic_save_image, safe_filename, shown_path
+    from comicgen.images import contact_sheet
+    from comicgen.render import open_in_browser
 
     ws = open_workspace(workspace)
     out = console()
@@ -134,9 +156,19 @@ def show(name: NameArgument, workspace: WorkspaceOption = None) -> None:
             escape(image.source),
         )
     out.print(table)
+    path = ws.build_dir / "characters" / f"{safe_filename(info.name, 'character')}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet = contact_sheet([i.image() for i in info.images], [i.mask() for i in info.images])
+    atomic_save_image(sheet, path, format="PNG")
+    out.print(f"views and masks: [bold]{escape(shown_path(path))}[/]")
+    if open_ and not open_in_browser(path):
+        out.print(
+            f"no web browser found to open it; open this address: {path.resolve().as_uri()}",
+            soft_wrap=True,
+        )
 
 
-@app.command("remove")
+@app.command("remove", cls=Command)
 @handle_errors
 def remove(
     name: NameArgument,
@@ -160,7 +192,7 @@ def remove(
     out.print(f"removed character [bold]{escape(info.name)}[/]")
 
 
-@app.command("export")
+@app.command("export", cls=Command)
 @handle_errors
 def export(
     name: NameArgument,
@@ -180,15 +212,16 @@ def export(
 ) -> None:
     """Write a character as NAME.yaml plus its images, the format 'import' reads."""
     from comicgen.commands._common import open_workspace
+    from comicgen.fsutil import shown_path
 
     ws = open_workspace(workspace)
     folder = to if to is not None else ws.characters_dir
     with _library(ws) as lib:
         path = lib.export_character(name, folder, overwrite=force)
-    console().print(f"wrote [bold]{escape(ws.relative(path))}[/]")
+    console().print(f"wrote [bold]{escape(shown_path(path))}[/]")
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 @handle_errors
 def import_(
     folder: Annotated[
@@ -202,10 +235,7 @@ def import_(
         bool,
         typer.Option("--update", help="Also replace characters already in the library."),
     ] = False,
-    allow_outside: Annotated[
-        bool,
-        typer.Option("--allow-outside", help="Allow image paths that lead outside the folder."),
-    ] = False,
+    allow_outside: AllowOutsideOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Import characters from NAME.yaml files and their image folders.

@@ -8,11 +8,18 @@ from typing import Annotated
 
 import typer
 
-from comicgen.commands._common import WorkspaceOption, console, escape, handle_errors
+from comicgen.commands._common import (
+    AllowOutsideOption,
+    WorkspaceOption,
+    console,
+    escape,
+    handle_errors,
+)
 
 
 @handle_errors
 def render(
+    ctx: typer.Context,
     story: Annotated[
         Path, typer.Argument(help="The story file, e.g. stories/example.yaml (or just 'example').")
     ],
@@ -57,10 +64,7 @@ def render(
         int | None,
         typer.Option(min=36, max=1200, help="Resolution of the PNG pages (default from config)."),
     ] = None,
-    allow_outside: Annotated[
-        bool,
-        typer.Option("--allow-outside", help="Allow story and image files outside the workspace."),
-    ] = False,
+    allow_outside: AllowOutsideOption = False,
     batch_size: Annotated[
         str,
         typer.Option(
@@ -108,6 +112,7 @@ def render(
     import os
 
     from comicgen.commands._common import open_workspace
+    from comicgen.fsutil import shown_path
     from comicgen.library import Library
     from comicgen.render import open_in_browser, render_story
 
@@ -116,26 +121,9 @@ def render(
     if takes is not None:
         return _takes(ws, story, panel, takes, device, allow_outside, size)
     if processes > 1 and "WORLD_SIZE" not in os.environ:
-        from comicgen.launch import relaunch
+        from comicgen.launch import relaunch, same_command
 
-        args = ["render", str(story), "--workspace", str(ws.root), "--batch-size", batch_size]
-        args += ["--pages", pages] if pages else []
-        args += ["--panel", panel] if panel else []
-        args += ["--device", device] if device else []
-        args += ["--dpi", str(dpi)] if dpi else []
-        args += [
-            flag
-            for flag, on in (
-                ("--pdf", pdf),
-                ("--strip", strip),
-                ("--epub", epub),
-                ("--acbf", acbf),
-                ("--open", open_),
-                ("--allow-outside", allow_outside),
-                ("--compile", compile_),
-            )
-            if on
-        ]
+        args = same_command(ctx, drop=("processes",), workspace=ws.root)
         cpu = device == "cpu" or (device is None and ws.config.model.device == "cpu")
         raise typer.Exit(relaunch(processes, args, cpu=cpu or not _has_cuda()))
     from comicgen.story_schema import write_schema
@@ -175,11 +163,15 @@ def render(
     if result.skipped:
         parts.append(f"{result.skipped} not painted yet (outside --pages/--panel)")
     out.print(", ".join(parts))
-    out.print(f"pages: [bold]{escape(ws.relative(result.index))}[/]")
-    for extra in result.extras:
-        out.print(f"also: {escape(ws.relative(extra))}")
-    if open_:
-        open_in_browser(result.index)
+    out.print(f"pages: [bold]{escape(shown_path(result.index))}[/]")
+    if result.extras:
+        out.print("also: " + ", ".join(escape(shown_path(p)) for p in result.extras))
+    if open_ and not open_in_browser(result.index):
+        out.print(
+            "no web browser found to open the pages; open this address in one: "
+            f"{escape(result.index.resolve().as_uri())}",
+            soft_wrap=True,
+        )
 
 
 def _takes(ws, story, panel, count, device, allow_outside, size) -> None:
@@ -297,7 +289,8 @@ class RichReporter:
         return self.progress.__exit__(*exc)
 
     def planned(self, total: int, to_paint: int) -> None:
-        self.out.print(f"{total} panels: {to_paint} to paint, {total - to_paint} cached")
+        noun = "panel" if total == 1 else "panels"
+        self.out.print(f"{total} {noun}: {to_paint} to paint, {total - to_paint} cached")
         self.panels = self.progress.add_task("panels", total=total)
 
     def panel_started(self, job) -> None:

@@ -28,34 +28,20 @@ def new_story(
 
     An existing story is never overwritten.
     """
-    from comicgen.errors import ComicgenError
-    from comicgen.fsutil import safe_filename
-    from comicgen.story_schema import story_template, write_schema
+    from comicgen.fsutil import shown_path
+    from comicgen.story_schema import create_story, render_command, workspace_option
     from comicgen.workspace import Workspace
 
-    if directory is not None:
-        ws = Workspace.create(directory)
-    else:
-        ws = Workspace.find()
-    slug = safe_filename(Path(name).stem if name.endswith(".yaml") else name, "")
-    if not slug:
-        raise ComicgenError(
-            f"'{name}' is not usable as a file name", hint="use letters, digits, '-' or '_'"
-        )
-    ws.stories_dir.mkdir(parents=True, exist_ok=True)
-    path = ws.stories_dir / f"{slug}.yaml"
-    if path.exists():
-        raise ComicgenError(
-            f"{ws.relative(path)} already exists; it was left as it is",
-            hint="pick another name or edit that file",
-        )
-    text = story_template(slug, title or slug.replace("-", " ").replace("_", " ").title(), ws)
-    write_schema(ws)
-    with open(path, "x", encoding="utf-8") as handle:  # 'x': never overwrite
-        handle.write(text)
+    ws = Workspace.create(directory) if directory is not None else Workspace.find()
+    path, names = create_story(ws, name, title)
     out = console()
-    out.print(f"created [bold]{escape(ws.relative(path))}[/]")
-    out.print(f"next: edit it, then run  comicgen render {escape(ws.relative(path))} --open")
+    out.print(f"created [bold]{escape(shown_path(path))}[/]")
+    if not names:
+        out.print(
+            "the library has no characters yet: add one with  comicgen characters add NAME "
+            f'--image PICTURE.png --description "…"{escape(workspace_option(ws))}'
+        )
+    out.print(f"next: edit it, then run  {escape(render_command(ws, path))}")
 
 
 @handle_errors

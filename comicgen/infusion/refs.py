@@ -112,56 +112,17 @@ def auto_boxes(refs: list[CharacterRefs]) -> list[Box]:
 
 
 # --- masks -------------------------------------------------------------------------------
-BORDER_TOLERANCE = 24  # max per-channel distance (0..255) to the border colour
 
 
 def reference_mask(image: Image.Image) -> np.ndarray:
-    """The character's region in a reference image, float32 H x W in [0, 1].
-
-    From the alpha channel when it has transparent pixels; otherwise everything that is
-    not connected to the border through pixels of the border's (plain) colour. A busy
-    border (not one colour) gives the whole image.
-    """
+    """The character's region in a reference image, float32 H x W in [0, 1]: the
+    library's :func:`comicgen.images.character_mask` (alpha, or what is not connected
+    to a plain border), as an array."""
     import numpy as np
 
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        alpha = np.asarray(image.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-        if alpha.min() < 0.99:
-            return alpha
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    colour = np.median(border, axis=0)
-    near_border = np.abs(border - colour).max(axis=1) <= BORDER_TOLERANCE
-    if near_border.mean() < 0.6:
-        return np.ones(rgb.shape[:2], dtype=np.float32)
-    candidate = np.abs(rgb - colour).max(axis=2) <= BORDER_TOLERANCE
-    background = _flood_from_border(candidate)
-    return (~background).astype(np.float32)
+    from comicgen.images import character_mask
 
-
-def _flood_from_border(candidate: np.ndarray) -> np.ndarray:
-    """Pixels of ``candidate`` connected (4-neighbourhood) to the image border."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    cand = torch.from_numpy(candidate).float()[None, None]
-    seed = torch.zeros_like(cand)
-    seed[..., 0, :] = 1
-    seed[..., -1, :] = 1
-    seed[..., :, 0] = 1
-    seed[..., :, -1] = 1
-    seed = seed * cand
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    while True:
-        # grow 8 pixels per round (8 cheap dilations), then check for a fixed point
-        grown = seed
-        for _ in range(8):
-            grown = (F.conv2d(grown, kernel, padding=1) > 0).float() * cand
-        if torch.equal(grown, seed):
-            break
-        seed = grown
-    return seed[0, 0].numpy().astype(bool) if seed.numel() else np.zeros_like(candidate)
+    return np.asarray(character_mask(image), dtype=np.float32) / 255.0
 
 
 def fit_reference(

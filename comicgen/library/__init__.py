@@ -68,3 +68,11 @@ class Library(CharacterStore, PanelCacheStore):
 
     def integrity_check(self) -> list[str]:
         return self.db.integrity_check()
+
+    @staticmethod
+    def inspect(db_path: Path) -> tuple[int, list[str]]:
+        """(schema version, integrity_check lines) of a library file, opened read-only
+        (not created, not migrated): what ``comicgen doctor`` reports."""
+        from comicgen.library.database import inspect_file
+
+        return inspect_file(db_path)

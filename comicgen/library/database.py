@@ -72,6 +72,25 @@ class Database:
         self.engine.dispose()
 
 
+def inspect_file(path: Path) -> tuple[int, list[str]]:
+    """(schema version, ``PRAGMA integrity_check`` lines) of the database at ``path``,
+    read-only: nothing is created or migrated. ComicgenError when it is not SQLite."""
+    from comicgen.errors import ComicgenError
+
+    try:
+        conn = sqlite3.connect(
+            f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
+        )
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise ComicgenError(f"cannot be read as SQLite ({exc})") from None
+    return version, integrity
+
+
 def make_engine(path: Path) -> Engine:
     # Pooled connections hold no lock between transactions: SQLite releases every lock
     # at COMMIT/ROLLBACK.

@@ -26,6 +26,7 @@ import yaml
 from comicgen.errors import ComicgenError, LocatedError, did_you_mean
 from comicgen.fsutil import atomic_write_text
 from comicgen.images import IMAGE_SUFFIXES, parse_grid
+from comicgen.yamlfile import parse_yaml, place
 
 KEYS = ("name", "description", "images", "sheet", "grid")
 
@@ -96,19 +97,18 @@ def read_character_file(
             file=shown,
             hint="save the file as UTF-8",
         ) from None
-    node, data = _parse(text, shown)
+    data, marks, key_marks = parse_yaml(text, shown)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise LocatedError(
             "a character file must be a mapping with name, description and images",
             file=shown,
-            line=_line(node),
+            line=place(marks, ())[0],
         )
-    pairs = _pairs(node)
     for key in data:
         if key not in KEYS:
-            line, column = pairs.get(str(key), (None, None))
+            line, column = key_marks.get((key,), (None, None))
             raise LocatedError(
                 f"unknown field '{key}'",
                 file=shown,
@@ -118,7 +118,7 @@ def read_character_file(
             )
 
     def where(key: str) -> dict[str, Any]:
-        line, column = pairs.get(key, (None, None))
+        line, column = key_marks.get((key,), (None, None))
         return {"file": shown, "line": line, "column": column, "field": key}
 
     name = data.get("name", path.stem)
@@ -136,8 +136,8 @@ def read_character_file(
         line=where("name")["line"],
     )
 
-    def locate(value: Any, field_name: str, item_node: yaml.Node | None) -> ImageRef:
-        line, column = _line(item_node), _column(item_node)
+    def locate(value: Any, field_name: str, loc: tuple) -> ImageRef:
+        line, column = place(marks, loc)
         if not isinstance(value, str) or not value.strip():
             raise LocatedError(
                 "must be an image path (text)",
@@ -152,10 +152,12 @@ def read_character_file(
     sheet = data.get("sheet")
     if images is not None:
         items = images if isinstance(images, list) else [images]
-        item_nodes = _items(node, "images", len(items))
-        result.images = [locate(v, f"images[{i}]", item_nodes[i]) for i, v in enumerate(items)]
+        result.images = [
+            locate(v, f"images[{i}]", ("images", i) if isinstance(images, list) else ("images",))
+            for i, v in enumerate(items)
+        ]
     if sheet is not None:
-        result.sheet = locate(sheet, "sheet", _value_node(node, "sheet"))
+        result.sheet = locate(sheet, "sheet", ("sheet",))
         grid = data.get("grid", "2x2")
         if not isinstance(grid, str) or not _grid_ok(grid):
             raise LocatedError("must be COLUMNSxROWS, e.g. 2x2", **where("grid"))
@@ -222,62 +224,6 @@ def _resolve(
     return ImageRef(resolved, display)
 
 
-# -- YAML with places --------------------------------------------------------------------
-
-
-def _parse(text: str, shown: str) -> tuple[yaml.Node | None, Any]:
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise LocatedError(
-            f"YAML syntax error: {exc.problem or exc.context}",
-            file=shown,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise LocatedError(f"YAML error: {exc}", file=shown) from None
-    finally:
-        loader.dispose()
-    return node, data
-
-
-def _pairs(node: yaml.Node | None) -> dict[str, tuple[int, int]]:
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {
-        str(k.value): (k.start_mark.line + 1, k.start_mark.column + 1)
-        for k, _v in node.value
-        if isinstance(k, yaml.ScalarNode)
-    }
-
-
-def _value_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
-    return None
-
-
-def _items(node: yaml.Node | None, key: str, count: int) -> list[yaml.Node | None]:
-    value = _value_node(node, key)
-    if isinstance(value, yaml.SequenceNode) and len(value.value) == count:
-        return list(value.value)
-    return [value] * count
-
-
-def _line(node: yaml.Node | None) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _column(node: yaml.Node | None) -> int | None:
-    return node.start_mark.column + 1 if node is not None else None
-
-
 # -- writing -------------------------------------------------------------------------------
 
 HEADER = "# A comicgen character. Load it with: comicgen characters import\n"
@@ -286,8 +232,8 @@ HEADER = "# A comicgen character. Load it with: comicgen characters import\n"
 def read_name(path: Path) -> str | None:
     """The ``name:`` of an existing character file, or None when unreadable."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data, _marks, _keys = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, ComicgenError):
         return None
     if isinstance(data, dict) and isinstance(data.get("name"), str):
         return data["name"]

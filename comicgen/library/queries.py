@@ -84,24 +84,10 @@ def delete_character(session: Session, character: Character) -> None:
 # -- the panel cache --------------------------------------------------------------------
 
 
-def cache_row(session: Session, key: str) -> PanelCache | None:
-    return session.get(PanelCache, key)
-
-
 def put_cache_row(session: Session, row: PanelCache) -> None:
     session.merge(row)
-
-
-def cache_rows(session: Session) -> list[PanelCache]:
-    return list(session.exec(select(PanelCache).order_by(col(PanelCache.created))).all())
 
 
 def cache_paths(session: Session) -> list[tuple[str, str]]:
     """(key, path) of every cache row."""
     return [(k, p) for k, p in session.exec(select(PanelCache.key, PanelCache.path)).all()]
-
-
-def delete_cache_rows(session: Session, keys: Iterable[str]) -> None:
-    keys = list(keys)
-    if keys:
-        session.exec(delete(PanelCache).where(col(PanelCache.key).in_(keys)))
