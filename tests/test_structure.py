@@ -99,3 +99,26 @@ def test_panel_jobs_hand_every_paint_field_over():
 
     job_fields = {f.name for f in fields(PanelJob)}
     assert {f.name for f in fields(PaintJob)} - {"characters"} <= job_fields
+
+
+def test_infused_and_the_infuser_share_one_signature():
+    """``infused`` takes :class:`Infuser`'s keyword arguments instead of repeating them;
+    a misspelt one is still an error, even when nothing is infused."""
+    import inspect
+
+    from comicgen.infusion import Infuser, infused
+    from comicgen.settings import InfusionSettings
+
+    assert list(inspect.signature(infused.__wrapped__).parameters) == [
+        "pipe",
+        "refs",
+        "settings",
+        "call",
+    ]
+    assert "num_inference_steps" in inspect.signature(Infuser.__init__).parameters
+    call = {"width": 64, "num_inference_steps": 2, "guidance_scale": 1.0, "seed": 0}
+    with pytest.raises(TypeError, match="heigth"):
+        with infused(None, [], InfusionSettings(weight=0), heigth=64, **call):
+            pass
+    with infused(None, [], InfusionSettings(weight=0), height=64, **call) as handle:
+        assert handle.characters == []

@@ -20,6 +20,7 @@ block) are reused and the reference rows are not run again.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,40 +88,26 @@ class _Call:
 
 @contextmanager
 def infused(
-    pipe,
-    refs: list[CharacterRefs],
-    settings: InfusionSettings,
-    *,
-    height: int,
-    width: int,
-    num_inference_steps: int,
-    guidance_scale: float,
-    seed: int,
-    cache: FeatureCache | None = None,
+    pipe, refs: list[CharacterRefs], settings: InfusionSettings, **call
 ) -> Iterator[InfusionHandle]:
     """Infuse ``refs`` into every call of ``pipe`` made inside the ``with`` block.
 
-    Pass the same ``height``, ``width``, ``num_inference_steps`` and ``guidance_scale``
-    to the pipeline call. With ``settings.weight == 0``, no characters or only characters
-    of strength 0, nothing is attached and the pipeline runs exactly as without.
+    ``call`` are :class:`Infuser`'s keyword arguments (``height``, ``width``,
+    ``num_inference_steps``, ``guidance_scale``, ``seed``, ``cache``): pass the same
+    size, steps and guidance to the pipeline call. With ``settings.weight == 0``, no
+    characters or only characters of strength 0, nothing is attached and the pipeline
+    runs exactly as without.
     """
+    unknown = sorted(set(call) - set(_CALL.parameters))
+    if unknown:
+        raise TypeError(f"infused() got unexpected keyword arguments: {', '.join(unknown)}")
+    _CALL.bind(None, pipe, refs, settings, **call)  # Infuser's arguments, checked even when idle
     refs = [r for r in refs if r.strength > 0]
     handle = InfusionHandle(characters=[r.name for r in refs])
     if settings.weight == 0 or not refs:
         yield handle
         return
-    infuser = Infuser(
-        pipe,
-        refs,
-        settings,
-        height=height,
-        width=width,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        cache=cache,
-        handle=handle,
-    )
+    infuser = Infuser(pipe, refs, settings, handle=handle, **call)
     if not infuser.blocks:
         yield handle
         return
@@ -859,3 +846,6 @@ def _pad_rows(value: Any, batch: int, extra: int, zeros: bool = False):
     if isinstance(value, (list, tuple)):
         return type(value)(_pad_rows(v, batch, extra, zeros) for v in value)
     return value
+
+
+_CALL = inspect.signature(Infuser.__init__)  # the one signature of an infused call
