@@ -42,7 +42,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 CAPTION = "One sunny morning, Pip went for a walk."
 PROMPT = "{pip} looking happy on the left, wide shot, grass, day sky, a tree"
-# prompt variants the toy world knows (sky and prop words), each a new panel
+# prompt variants the toy world knows (sky and prop words), each a new panel; the last
+# one is the story's own prompt, never used as an edit
 VARIANTS = [
     (sky, prop)
     for sky in ("night sky", "sunset sky", "day sky")
@@ -85,6 +86,7 @@ def replace(story: Path, old: str, new: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve-only", action="store_true", help="skip the render timings")
     parser.add_argument("--screenshot", type=Path, help="also save the studio with takes here")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -140,7 +142,7 @@ def main() -> None:
                     caption = new
                     time.sleep(0.5)
                 for i in range(-1, args.repeats):  # -1: a warm-up (the model loads)
-                    sky, prop = VARIANTS[i]
+                    sky, prop = VARIANTS[i + 1]
                     new = f"{{pip}} looking happy on the left, wide shot, grass, {sky}, {prop}"
                     old_src = page.evaluate(
                         "document.querySelector('figure.panel[data-panel=\"1.1\"] img').src"
@@ -164,6 +166,7 @@ def main() -> None:
                     )
                     if i < 0:
                         repaint.pop()
+                        prompt = new
                         continue
                     paint.append(sum(seconds))
                     print(
@@ -192,7 +195,7 @@ def main() -> None:
             server.wait(timeout=30)
 
         render_lettering, render_prompt = [], []
-        for i in range(args.repeats):
+        for i in range(0 if args.serve_only else args.repeats):
             new = f"Render edit {i}: Pip went for a walk."
             replace(story, caption, new)
             caption = new
@@ -200,8 +203,8 @@ def main() -> None:
             comicgen(root, "render", "example")
             render_lettering.append(time.perf_counter() - start)
             print(f"render after lettering edit {i + 1}: {render_lettering[-1]:.2f} s", flush=True)
-        for i in range(args.repeats):
-            sky, prop = VARIANTS[args.repeats + i]
+        for i in range(0 if args.serve_only else args.repeats):
+            sky, prop = VARIANTS[args.repeats + 1 + i]
             new = f"{{pip}} looking happy on the left, wide shot, grass, {sky}, {prop}"
             replace(story, prompt, new)
             prompt = new
@@ -218,7 +221,10 @@ def main() -> None:
     print(f"serve, one-panel prompt edit → page updated: {fmt(repaint)} s (paint {fmt(paint)} s)")
     print(f"render after a lettering edit: {fmt(render_lettering)} s")
     print(f"render after a one-panel prompt edit: {fmt(render_prompt)} s")
-    med = statistics.median
+
+    def med(values):
+        return statistics.median(values) if values else float("nan")
+
     print(
         f"serve lettering={med(lettering):.2f}s prompt={med(repaint):.2f}s "
         f"(paint {med(paint):.2f}s) render lettering={med(render_lettering):.2f}s "
