@@ -49,7 +49,7 @@ class PanelContent:
     image: Path  # the painted panel (PNG) inside the build folder
     image_size: tuple[int, int]  # (width, height) in pixels
     alt: str  # the prompt, expanded: alt text in HTML
-    shape: Literal["square", "wide", "tall"] | None = None
+    shape: Literal["auto", "square", "wide", "tall"] | None = None  # None: auto
     caption: str | None = None
     caption_at: Literal["top", "bottom"] = "top"
     dialogue: list[Speech] = field(default_factory=list)
@@ -57,6 +57,9 @@ class PanelContent:
     sfx: list[SoundEffect] = field(default_factory=list)
     # Centre of interest (fractions of the image) kept in view by cover-cropping.
     focus: tuple[float, float] = (0.5, 0.5)
+    # Painted at its frame's aspect (render lays the pages out first): where rounding to
+    # the model's size multiple leaves a small miss, the frame meets the painting.
+    fitted: bool = False
 
 
 @dataclass

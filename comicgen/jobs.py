@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from comicgen.errors import ComicgenError
-from comicgen.layout import check_layout
+from comicgen.layout import SHAPE_ASPECT, check_layout, page_frames, shape_aspect
 from comicgen.settings import (
     InfusionSettings,
     PageSettings,
@@ -133,7 +134,7 @@ def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) 
 
 def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = False) -> Plan:
     """Load and check a story and make one job per panel (no painting)."""
-    from comicgen.painter import inspect_model, panel_size
+    from comicgen.painter import inspect_model
 
     path = resolve_story_path(ws, story_path, allow_outside)
     loaded = load_story(path, display=ws.relative(path))
@@ -157,13 +158,9 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
         descriptions[key] = cast.description if cast and cast.description else ch.description
 
     jobs: list[PanelJob] = []
+    sizes = panel_sizes(story, page, info, render.size, warnings)
     for p, n, _page, panel in story.panels():
-        (w, h), (rw, rh) = panel_size(info, render.size, panel.shape)
-        if (rw, rh) != (w, h):
-            warnings.append(
-                f"panel {panel.id}: size {w}x{h} rounded to {rw}x{rh} "
-                f"(the model needs multiples of {info.size_multiple})"
-            )
+        rw, rh = sizes[(p, n)]
         specs: list[CharacterSpec] = []
         named = [(c.name, c) for c in panel.characters]
         listed = {c.name.lower() for c in panel.characters}
@@ -235,6 +232,36 @@ def vocabulary_warning(info, prompts: list[str]) -> str | None:
         f"{shown} and paints as if {'they were' if len(unknown) > 1 else 'it was'} not there; "
         f"the words it knows are listed in {card} (Data)"
     )
+
+
+def panel_sizes(story, page: PageSettings, info, size: int | None, warnings: list[str]):
+    """Each panel's painting size, (page, index) → (width, height): its frame's aspect
+    (the pages are laid out first, from the story alone) at about the model's native area
+    (or ``size`` x ``size``), in multiples of the model's size multiple."""
+    from comicgen.painter import panel_size, round_size
+
+    side = size or info.native_size
+    rounded = round_size(side, info.size_multiple)
+    if rounded != side:
+        warnings.append(
+            f"size {side}x{side} rounded to {rounded}x{rounded} "
+            f"(the model needs multiples of {info.size_multiple})"
+        )
+    sizes: dict[tuple[int, int], tuple[int, int]] = {}
+    for p, story_page in enumerate(story.pages, start=1):
+        shapes = [panel.shape for panel in story_page.panels]
+        frames = page_frames(p, shapes, story_page.layout, page)
+        for n, (shape, box) in enumerate(zip(shapes, frames.boxes, strict=True), start=1):
+            sizes[(p, n)] = panel_size(info, rounded, box.w / box.h)
+            wanted = shape_aspect(shape)
+            if shape in SHAPE_ASPECT and abs(math.log(box.w / box.h / wanted)) > math.log(1.3):
+                panel = story_page.panels[n - 1]
+                warnings.append(
+                    f"panel {panel.id or f'{p}.{n}'}: shape '{shape}' but its frame in "
+                    f"layout '{frames.name}' is {box.w:.0f}x{box.h:.0f} px; it is painted "
+                    "to fit the frame (leave 'layout' out, or choose one with such a frame)"
+                )
+    return sizes
 
 
 def _cast(story, lowered: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -414,17 +415,44 @@ def round_size(value: int, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
-def panel_size(
-    info: ModelInfo, size: int | None, shape: str | None
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The size a panel of ``shape`` (square, wide, tall) whose short side is ``size``
-    (None: the model's native size) asks for, and the size it is painted at: rounded to
-    the multiple the model needs. ((width, height) asked, (width, height) painted)."""
-    side = size or info.native_size
-    long = side * 3 // 2
-    asked = {"wide": (long, side), "tall": (side, long)}.get(shape or "", (side, side))
-    painted = (round_size(asked[0], info.size_multiple), round_size(asked[1], info.size_multiple))
-    return asked, painted
+def panel_size(info: ModelInfo, size: int | None, aspect: float) -> tuple[int, int]:
+    """(width, height) a panel whose frame has ``aspect`` (width / height) is painted at:
+    about the area of a ``size`` x ``size`` square (None: the model's native size), in
+    the multiples the model needs (see :func:`fit_size`)."""
+    side = round_size(size or info.native_size, info.size_multiple)
+    return fit_size(aspect, side, info.size_multiple)
+
+
+def fit_size(aspect: float, side: int, multiple: int, tolerance: float = 0.03) -> tuple[int, int]:
+    """(width, height), multiples of ``multiple``, for a painting of ``aspect`` (width /
+    height) with about the area of a ``side`` x ``side`` square.
+
+    Among sizes of 0.5 to 2 times that area, the one nearest the area whose aspect is
+    within ``tolerance`` (relative) of ``aspect``; if none is, the nearest aspect. A
+    model whose native size is a few multiples wide (64 px in steps of 16) needs the
+    larger sizes to come near an aspect like 2.7:1; the layout's frame meets the rest
+    (:func:`comicgen.layout.compose.meet_painting`).
+    """
+    area = side * side
+    best: tuple[tuple[float, float], int, int] | None = None
+    limit = math.sqrt(area * 2 / min(aspect, 1.0))
+    h = multiple
+    while h <= limit:
+        low = max(multiple, math.floor(h * aspect / multiple) * multiple)
+        for w in (low, low + multiple):
+            ratio = w * h / area
+            if not 0.5 <= ratio <= 2:
+                continue
+            miss = abs(math.log(w / h / aspect))
+            key = (max(miss - math.log1p(tolerance), 0.0), abs(math.log(ratio)))
+            if best is None or key < best[0]:
+                best = (key, w, h)
+        h += multiple
+    if best is None:  # a model whose multiple is larger than its native size
+        return round_size(round(side * math.sqrt(aspect)), multiple), round_size(
+            round(side / math.sqrt(aspect)), multiple
+        )
+    return best[1], best[2]
 
 
 def out_of_memory(device: str) -> ModelError:

@@ -238,6 +238,7 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
                     characters=[c.name for c in job.characters],
                     sfx=[SoundEffect(**effect.model_dump()) for effect in panel.sfx],
                     focus=focus,
+                    fitted=True,
                 )
             )
         pages.append(PageContent(number=p, panels=contents, layout=page.layout))

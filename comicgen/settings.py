@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-Shape = Literal["square", "wide", "tall"]
+Shape = Literal["auto", "square", "wide", "tall"]
 DEVICES = "auto, cpu, cuda, cuda:N (the GPU's number) or mps"
 
 

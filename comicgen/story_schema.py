@@ -145,7 +145,11 @@ class Panel(Strict):
         default_factory=list, max_length=8, description="Sound effects lettered on the art."
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed for this panel.")
-    shape: Shape | None = Field(None, description="square, wide or tall.")
+    shape: Shape | None = Field(
+        None,
+        description="auto (default: painted to fit its frame), or square, wide or tall: "
+        "the automatic layout gives it a frame of that shape.",
+    )
     infusion: InfusionOverride | None = Field(None, description="Infusion settings here.")
 
     @field_validator("characters", mode="before")

@@ -3,9 +3,13 @@
 :func:`layout_book` turns a :class:`~comicgen.book.Book` into a :class:`BookLayout`:
 pages → panels, each with its box on the page, the part of its image shown
 (cover-crop around the focus point), its caption box and its balloons. Without a
-named layout, the layout is chosen from the panel count and the panels' shapes (shape
-hint, else the image's aspect): every candidate is placed on the page and the one that
-crops the images least wins.
+named layout, the layout is chosen from the panel count and the panels' shapes (a pinned
+``wide``/``tall``/``square``; ``auto`` counts as square): every candidate is placed on
+the page and the one whose frames suit the shapes best wins.
+
+The frames depend on the story alone (:func:`page_frames`), never on painted images, so
+rendering decides them first and paints each panel at its frame's own aspect: the
+cover-crop then trims only what rounding to the model's size multiple leaves.
 
 Reading order is the tree's order, left to right; for right-to-left stories the whole
 page is mirrored, so the first panel sits top right and each row reads leftwards.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from comicgen import lettering, typefaces
 from comicgen.book import Book, Direction, PageContent, PanelContent
@@ -49,6 +54,8 @@ PRESETS: dict[str, tuple[int, int | None]] = {
 }
 SHAPE_ASPECT = {"square": 1.0, "wide": 1.5, "tall": 1 / 1.5}
 WEBTOON_GUTTER = 3  # webtoon panels are spaced wider: this many gutters
+CROP_ALLOWANCE = 0.03  # a frame crops its painting's width or height by this at most…
+YIELD_LIMIT = 0.12  # …and yields (narrows) for the rest of a miss up to this
 
 
 # -- placing panels -----------------------------------------------------------------------
@@ -177,12 +184,12 @@ def _crop_cost(boxes: Sequence[Rect], aspects: Sequence[float], page_width: floa
 
 
 def choose_layout(
-    panels: Sequence[PanelContent], area: Rect, gutter: float
+    aspects: Sequence[float], area: Rect, gutter: float
 ) -> tuple[str, Node, list[Rect]]:
-    """The layout that crops these panels least in ``area`` (ties: simpler first)."""
-    aspects = [panel_aspect(p) for p in panels]
+    """The layout whose frames suit panels of these ``aspects`` best in ``area``
+    (ties: simpler first)."""
     best: tuple[float, str, Node, list[Rect]] | None = None
-    for order, (name, node) in enumerate(_candidates(len(panels))):
+    for order, (name, node) in enumerate(_candidates(len(aspects))):
         boxes = place(node, area, gutter, aspects)
         cost = _crop_cost(boxes, aspects, area.w) + 0.001 * order
         if best is None or cost < best[0]:
@@ -191,12 +198,16 @@ def choose_layout(
     return best[1], best[2], best[3]
 
 
+def shape_aspect(shape: str | None) -> float:
+    """Width / height a panel's shape asks of its frame; ``auto`` (or none): square-ish,
+    the frame decides and the painting follows it."""
+    return SHAPE_ASPECT.get(shape or "auto", 1.0)
+
+
 def panel_aspect(panel: PanelContent) -> float:
-    """Width / height the panel wants: its shape hint, else its image's aspect."""
-    if panel.shape in SHAPE_ASPECT:
-        return SHAPE_ASPECT[panel.shape]
-    w, h = panel.image_size
-    return w / h if w > 0 and h > 0 else 1.0
+    """Width / height the panel wants of its frame (from its shape, not its image: the
+    frames are decided before anything is painted)."""
+    return shape_aspect(panel.shape)
 
 
 # -- the book -----------------------------------------------------------------------------
@@ -211,15 +222,12 @@ def page_size(page: PageSettings) -> tuple[int, int | None]:
 def layout_book(book: Book, page: PageSettings | None = None) -> BookLayout:
     """Lay out every page of ``book``: panel boxes, crops, captions, balloons."""
     page = page or PageSettings()
-    width, fixed_height = page_size(page)
-    style = Style.for_page(width)
+    style = Style.for_page(page_size(page)[0])
     result = BookLayout(book=book, pages=[], style=style, preset=page.preset)
     result.chain, missing = typefaces.choose_chain(_book_texts(book), book.language, page.fonts)
     result.warnings += missing
     for content in book.pages:
-        result.pages.append(
-            _layout_page(content, page, width, fixed_height, style, book.direction, result)
-        )
+        result.pages.append(_layout_page(content, page, style, book.direction, result))
     return result
 
 
@@ -234,36 +242,49 @@ def _book_texts(book: Book) -> Iterator[str]:
                 yield effect.text
 
 
-def _layout_page(
-    content: PageContent,
+@dataclass(frozen=True)
+class PageFrames:
+    """Where a page's panels go, decided before anything is painted: the layout's name,
+    the page's size and one frame per panel in reading order (mirrored for rtl)."""
+
+    name: str
+    width: int
+    height: int
+    margin: int
+    boxes: list[Rect]
+
+
+def page_frames(
+    number: int,
+    shapes: Sequence[str | None],
+    layout: str | Sequence[int] | None,
     page: PageSettings,
-    width: int,
-    fixed_height: int | None,
-    style: Style,
-    direction: Direction,
-    result: BookLayout,
-) -> PageLayout:
-    panels = content.panels
-    if not panels:
-        raise ComicgenError(f"page {content.number} has no panels", hint="add a panel or drop it")
+    direction: Direction = "ltr",
+) -> PageFrames:
+    """The frames of page ``number`` holding panels of ``shapes`` (see :func:`shape_aspect`)
+    with ``layout`` (None: chosen to suit the shapes). Depends on nothing painted, so the
+    painter can paint each panel at its frame's own aspect."""
+    if not shapes:
+        raise ComicgenError(f"page {number} has no panels", hint="add a panel or drop it")
+    width, fixed_height = page_size(page)
     margin = min(page.margin, width // 4)
     gutter = page.gutter
-    aspects = [panel_aspect(p) for p in panels]
+    aspects = [shape_aspect(s) for s in shapes]
     webtoon = fixed_height is None
     if webtoon:
         gutter = gutter * WEBTOON_GUTTER
     try:
-        if content.layout is not None:
-            check_layout(content.layout, len(panels))
-            name, node = parse_layout(content.layout)
+        if layout is not None:
+            check_layout(layout, len(shapes))
+            name, node = parse_layout(layout)
             justified = False
         elif webtoon:
-            name, node = f"stack-{len(panels)}", rows(*([1] * len(panels)))
+            name, node = f"stack-{len(shapes)}", rows(*([1] * len(shapes)))
             justified = True
         else:
             name, node, justified = "", PANEL, True
     except ComicgenError as exc:
-        raise ComicgenError(f"page {content.number}: {exc.message}", hint=exc.hint) from None
+        raise ComicgenError(f"page {number}: {exc.message}", hint=exc.hint) from None
 
     content_w = width - 2 * margin
     if webtoon:
@@ -273,29 +294,62 @@ def _layout_page(
     area = Rect(margin, margin, content_w, height - 2 * margin)
     if area.w < 50 or area.h < 50:
         raise ComicgenError(
-            f"page {content.number}: the page ({width}x{height} px) leaves no room "
+            f"page {number}: the page ({width}x{height} px) leaves no room "
             f"inside margins of {margin} px",
             hint="make the page larger or the margin smaller",
         )
     if name == "":
-        name, node, boxes = choose_layout(panels, area, gutter)
+        name, node, boxes = choose_layout(aspects, area, gutter)
     elif justified:
         boxes = place(node, area, gutter, aspects)
     else:
         boxes = place(node, area, gutter)
     if min(min(b.w, b.h) for b in boxes) < 16:
         raise ComicgenError(
-            f"page {content.number}: layout '{name}' leaves panels too small on a "
-            f"{width}x{height} px page",
+            f"page {number}: layout '{name}' leaves panels too small on a {width}x{height} px page",
             hint="put fewer panels on the page, or make the page larger or the gutter smaller",
         )
     if direction == "rtl":
         boxes = [b.mirrored(width) for b in boxes]
+    return PageFrames(name, width, height, margin, boxes)
+
+
+def meet_painting(box: Rect, image_size: tuple[int, int]) -> Rect:
+    """The frame for a painting painted for it: where the painting's aspect misses the
+    frame's a little (its size was rounded to the model's multiple), the frame crops up
+    to :data:`CROP_ALLOWANCE` and narrows (centred) by the rest. A bigger miss (an image
+    made for another frame) is left to the cover-crop."""
+    iw, ih = image_size
+    if iw <= 0 or ih <= 0 or box.w <= 0 or box.h <= 0:
+        return box
+    miss = math.log((box.w / box.h) / (iw / ih))
+    if abs(miss) <= math.log1p(CROP_ALLOWANCE) or abs(miss) > math.log1p(YIELD_LIMIT):
+        return box
+    if miss > 0:  # the frame is wider: it narrows
+        w = box.h * iw / ih * (1 + CROP_ALLOWANCE)
+        return Rect(box.x + (box.w - w) / 2, box.y, w, box.h)
+    h = box.w * ih / iw * (1 + CROP_ALLOWANCE)
+    return Rect(box.x, box.y + (box.h - h) / 2, box.w, h)
+
+
+def _layout_page(
+    content: PageContent,
+    page: PageSettings,
+    style: Style,
+    direction: Direction,
+    result: BookLayout,
+) -> PageLayout:
+    panels = content.panels
+    frames = page_frames(content.number, [p.shape for p in panels], content.layout, page, direction)
+    width, height, margin, name = frames.width, frames.height, frames.margin, frames.name
+    boxes = frames.boxes
 
     page_layout = PageLayout(
         number=content.number, width=width, height=height, layout=name, panels=[]
     )
     for panel, box in zip(panels, boxes, strict=True):
+        if panel.fitted:
+            box = meet_painting(box, panel.image_size)
         crop = cover_crop(panel.image_size, (box.w, box.h), panel.focus)
         laid = PanelLayout(content=panel, box=box, crop=crop)
         letter_panel(
