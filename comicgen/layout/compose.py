@@ -75,11 +75,14 @@ def place(
     area: Rect,
     gutter: float,
     aspects: Sequence[float] | None = None,
+    pinned: Sequence[bool] | None = None,
 ) -> list[Rect]:
     """Panel boxes for ``node`` filling ``area``, in reading order (left to right).
 
     With ``aspects`` (width / height, one per panel) space is shared so that each box
-    comes near its panel's aspect ("justified"); without, equally.
+    comes near its panel's aspect ("justified"); without, equally. Panels marked in
+    ``pinned`` (a story pinned their shape) keep their aspect where a split also holds
+    unpinned panels: those take the slack.
     """
     boxes: list[Rect] = []
     index = 0
@@ -92,28 +95,34 @@ def place(
             return
         k = len(n.children)
         weights = [1.0] * k
+        fixed = [False] * k
         if aspects is not None:
             start = index
             for i, child in enumerate(n.children):
                 count = count_panels(child)
                 a = _natural_aspect(child, iter(aspects[start : start + count]))
                 weights[i] = a if n.direction == "row" else 1 / a
+                fixed[i] = pinned is not None and all(pinned[start : start + count])
                 start += count
-        total = sum(weights)
-        if n.direction == "row":
-            free = max(rect.w - gutter * (k - 1), 0.0)
-            x = rect.x
-            for child, wgt in zip(n.children, weights, strict=True):
-                w = free * wgt / total
-                visit(child, Rect(x, rect.y, w, rect.h))
-                x += w + gutter
-        else:
-            free = max(rect.h - gutter * (k - 1), 0.0)
-            y = rect.y
-            for child, wgt in zip(n.children, weights, strict=True):
-                h = free * wgt / total
-                visit(child, Rect(rect.x, y, rect.w, h))
-                y += h + gutter
+        row = n.direction == "row"
+        free = max((rect.w if row else rect.h) - gutter * (k - 1), 0.0)
+        sizes = [free * wgt / sum(weights) for wgt in weights]
+        if any(fixed) and not all(fixed):
+            natural = [wgt * (rect.h if row else rect.w) for wgt in weights]
+            taken = sum(size for size, f in zip(natural, fixed, strict=True) if f)
+            if taken <= 0.85 * free:
+                rest = sum(wgt for wgt, f in zip(weights, fixed, strict=True) if not f)
+                sizes = [
+                    size if f else (free - taken) * wgt / rest
+                    for size, wgt, f in zip(natural, weights, fixed, strict=True)
+                ]
+        offset = rect.x if row else rect.y
+        for child, size in zip(n.children, sizes, strict=True):
+            if row:
+                visit(child, Rect(offset, rect.y, size, rect.h))
+            else:
+                visit(child, Rect(rect.x, offset, rect.w, size))
+            offset += size + gutter
 
     visit(node, area)
     return boxes
@@ -184,13 +193,13 @@ def _crop_cost(boxes: Sequence[Rect], aspects: Sequence[float], page_width: floa
 
 
 def choose_layout(
-    aspects: Sequence[float], area: Rect, gutter: float
+    aspects: Sequence[float], area: Rect, gutter: float, pinned: Sequence[bool] | None = None
 ) -> tuple[str, Node, list[Rect]]:
     """The layout whose frames suit panels of these ``aspects`` best in ``area``
     (ties: simpler first)."""
     best: tuple[float, str, Node, list[Rect]] | None = None
     for order, (name, node) in enumerate(_candidates(len(aspects))):
-        boxes = place(node, area, gutter, aspects)
+        boxes = place(node, area, gutter, aspects, pinned)
         cost = _crop_cost(boxes, aspects, area.w) + 0.001 * order
         if best is None or cost < best[0]:
             best = (cost, name, node, boxes)
@@ -270,6 +279,7 @@ def page_frames(
     margin = min(page.margin, width // 4)
     gutter = page.gutter
     aspects = [shape_aspect(s) for s in shapes]
+    pinned = [s in SHAPE_ASPECT for s in shapes]
     webtoon = fixed_height is None
     if webtoon:
         gutter = gutter * WEBTOON_GUTTER
@@ -299,9 +309,9 @@ def page_frames(
             hint="make the page larger or the margin smaller",
         )
     if name == "":
-        name, node, boxes = choose_layout(aspects, area, gutter)
+        name, node, boxes = choose_layout(aspects, area, gutter, pinned)
     elif justified:
-        boxes = place(node, area, gutter, aspects)
+        boxes = place(node, area, gutter, aspects, pinned)
     else:
         boxes = place(node, area, gutter)
     if min(min(b.w, b.h) for b in boxes) < 16:
