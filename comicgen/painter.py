@@ -424,34 +424,22 @@ def panel_size(info: ModelInfo, size: int | None, aspect: float) -> tuple[int, i
 
 
 def fit_size(aspect: float, side: int, multiple: int, tolerance: float = 0.03) -> tuple[int, int]:
-    """(width, height), multiples of ``multiple``, for a painting of ``aspect`` (width /
-    height) with about the area of a ``side`` x ``side`` square.
-
-    Among sizes of 0.5 to 2 times that area, the one nearest the area whose aspect is
-    within ``tolerance`` (relative) of ``aspect``; if none is, the nearest aspect. A
-    model whose native size is a few multiples wide (64 px in steps of 16) needs the
-    larger sizes to come near an aspect like 2.7:1; the layout's frame meets the rest
-    (:func:`comicgen.layout.compose.meet_painting`).
-    """
-    area = side * side
-    best: tuple[tuple[float, float], int, int] | None = None
-    limit = math.sqrt(area * 2 / min(aspect, 1.0))
-    h = multiple
-    while h <= limit:
+    """(width, height) in multiples of ``multiple`` for a painting of ``aspect``: of sizes
+    0.5 to 2 times the area of ``side`` x ``side``, the nearest that area within
+    ``tolerance`` of ``aspect``, else the nearest aspect (a coarse model, 64 px in steps of
+    16, misses some; the frame meets the rest: ``layout.compose.meet_painting``)."""
+    area, best = side * side, None
+    for h in range(multiple, int(math.sqrt(area * 2 / min(aspect, 1.0))) + 1, multiple):
         low = max(multiple, math.floor(h * aspect / multiple) * multiple)
         for w in (low, low + multiple):
             ratio = w * h / area
-            if not 0.5 <= ratio <= 2:
-                continue
             miss = abs(math.log(w / h / aspect))
             key = (max(miss - math.log1p(tolerance), 0.0), abs(math.log(ratio)))
-            if best is None or key < best[0]:
+            if 0.5 <= ratio <= 2 and (best is None or key < best[0]):
                 best = (key, w, h)
-        h += multiple
     if best is None:  # a model whose multiple is larger than its native size
-        return round_size(round(side * math.sqrt(aspect)), multiple), round_size(
-            round(side / math.sqrt(aspect)), multiple
-        )
+        w, h = side * math.sqrt(aspect), side / math.sqrt(aspect)
+        return round_size(round(w), multiple), round_size(round(h), multiple)
     return best[1], best[2]
 
 
