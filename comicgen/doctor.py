@@ -34,6 +34,7 @@ def run_checks(start: Path | None) -> list[Check]:
     checks.extend(_story_checks(ws))
     checks.extend(_torch_checks(ws))
     checks.append(_model_check(ws))
+    checks.append(_upscaler_check(ws))
     return checks
 
 
@@ -249,3 +250,18 @@ def _model_check(ws) -> Check:
     except ComicgenError as exc:
         available, detail = False, exc.line()
     return Check("model", OK if available else FAIL, f"{name}: {detail}")
+
+
+def _upscaler_check(ws) -> Check:
+    """``[render] upscale``: loads it (small models, a second at most) and names it."""
+    from comicgen.errors import ComicgenError
+    from comicgen.upscale import default_upscaler, load_upscaler
+
+    spec = ws.config.render.upscale or default_upscaler(ws.config.model.name)
+    try:
+        upscaler = load_upscaler(spec, base=ws.root)
+    except ComicgenError as exc:
+        return Check("upscaler", FAIL, exc.line())
+    if upscaler is None:
+        return Check("upscaler", OK, "none (panels are resized on the page)")
+    return Check("upscaler", OK, f"{spec}: {upscaler.arch} x{upscaler.scale}")

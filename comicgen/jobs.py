@@ -106,6 +106,7 @@ class Plan:
     render: RenderSettings
     page: PageSettings
     warnings: list[str] = field(default_factory=list)
+    upscale: str = "none"  # the upscaler spec ([render] upscale, or the model's default)
 
 
 def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) -> Path:
@@ -135,6 +136,7 @@ def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) 
 def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = False) -> Plan:
     """Load and check a story and make one job per panel (no painting)."""
     from comicgen.painter import inspect_model
+    from comicgen.upscale import default_upscaler, resolve_upscaler
 
     path = resolve_story_path(ws, story_path, allow_outside)
     loaded = load_story(path, display=ws.relative(path))
@@ -149,6 +151,8 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
     infusion_base = merge(cfg.infusion, story.infusion)
     model_name = story.model or cfg.model.name
     info = inspect_model(model_name, base=ws.root)
+    upscale = render.upscale or default_upscaler(model_name)
+    resolve_upscaler(upscale, ws.root)  # a missing file fails now, not after painting
     warnings: list[str] = []
 
     characters = {c.name.lower(): c for c in library.list_characters()}
@@ -210,7 +214,7 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
     unknown = vocabulary_warning(info, [job.prompt for job in jobs])
     if unknown:
         warnings.append(unknown)
-    return Plan(loaded, jobs, model_name, info, render, page, warnings)
+    return Plan(loaded, jobs, model_name, info, render, page, warnings, upscale)
 
 
 def vocabulary_warning(info, prompts: list[str]) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comicgen.book import Book, PageContent, PanelContent, SoundEffect, Speech
+from comicgen.errors import Interrupted
 from comicgen.fsutil import atomic_write_bytes, remove_stale_temp_files, safe_filename
 from comicgen.jobs import (
     POSITION_ANCHORS,
@@ -37,6 +38,7 @@ from comicgen.painting import (
     png_bytes,
 )
 from comicgen.story import NARRATOR
+from comicgen.upscale import load_upscaler, resolve_upscaler, upscale_panels
 from comicgen.workspace import Workspace
 
 __all__ = [
@@ -127,6 +129,9 @@ def render_story(
     missing = [j for j in jobs if library.cache_get(j.key) is None]
     reporter.planned(len(jobs), len(missing))
     model: dict = ({"device": device} if device else {}) | ({"compile": True} if compile else {})
+    upscaler = None
+    if state is None or state.is_main_process:  # before painting: a bad file fails early
+        upscaler = _load_upscaler(ws, the_plan, device)
     if state is None:
         painted, reused = paint_jobs(
             ws, the_plan, jobs, library, reporter, model=model, batch_size=batch_size
@@ -149,7 +154,18 @@ def render_story(
     name = safe_filename(the_plan.loaded.name, "story")
     out_dir = ws.build_dir / name
     remove_stale_temp_files(out_dir)
-    book, skipped = build_book(the_plan, out_dir, library)
+    upscaled: dict[str, str] = {}
+    if upscaler is not None:
+        try:
+            upscaled = upscale_panels(
+                [j.key for j in the_plan.jobs], library, upscaler, reporter.message
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted while upscaling — every painted panel is kept; "
+                "run the same command to resume"
+            ) from None
+    book, skipped = build_book(the_plan, out_dir, library, upscaled)
     from comicgen.publish import publish
 
     result = publish(
@@ -176,6 +192,17 @@ def render_story(
     )
 
 
+def _load_upscaler(ws: Workspace, the_plan: Plan, device: str | None):
+    """The plan's upscaler on the painter's device, or None for ``"none"``."""
+    if resolve_upscaler(the_plan.upscale, ws.root) is None:
+        return None
+    from comicgen.painter import pick_device
+
+    return load_upscaler(
+        the_plan.upscale, device=pick_device(device or ws.config.model.device), base=ws.root
+    )
+
+
 def distributed_state(device: str | None):
     """Accelerate's PartialState when launched as several processes, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -190,8 +217,14 @@ def distributed_state(device: str | None):
     return PartialState(cpu=cpu)
 
 
-def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
-    """Copy every available panel into ``out_dir/panels`` and describe the pages."""
+def build_book(
+    the_plan: Plan, out_dir: Path, library, upscaled: dict[str, str] | None = None
+) -> tuple[Book, int]:
+    """Copy every available panel into ``out_dir/panels`` and describe the pages.
+
+    ``upscaled`` maps a painted panel's key to its upscaled copy's key: that copy is the
+    one the pages show (the layout still works in the painted panel's pixels)."""
+    upscaled = upscaled or {}
     from PIL import Image
 
     story = the_plan.loaded.story
@@ -207,7 +240,7 @@ def build_book(the_plan: Plan, out_dir: Path, library) -> tuple[Book, int]:
         for n, panel in enumerate(page.panels, start=1):
             job = by_id[panel.id or f"{p}.{n}"]
             target = panels_dir / job.file_name
-            cached = library.cache_get(job.key)
+            cached = library.cache_get(upscaled.get(job.key, job.key))
             if cached is not None:
                 data = Path(cached).read_bytes()
                 if not target.exists() or target.read_bytes() != data:

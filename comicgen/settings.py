@@ -93,6 +93,28 @@ class RenderSettings(Strict):
     scheduler: Literal["default", "ddim", "dpm", "euler", "pndm"] = Field(
         "default", description="'default' keeps the scheduler the model ships with."
     )
+    upscale: str | None = Field(
+        None,
+        max_length=1000,
+        description="Upscaler run on each painted panel before lettering: "
+        "'bundled:toyworld-x4', a path (relative to the workspace) to a super-resolution "
+        ".pth/.safetensors file that spandrel loads (ESRGAN, Real-ESRGAN, SwinIR, DAT, ...), "
+        "or 'none'. Empty: 'bundled:toyworld-x4' for the bundled model, 'none' otherwise.",
+    )
+
+    @field_validator("upscale")
+    @classmethod
+    def _upscale_spec(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("empty upscaler; write 'none' to turn upscaling off")
+        if value.lower() == "none":
+            return "none"
+        if value.startswith("bundled:") and not value.split(":", 1)[1]:
+            raise ValueError("'bundled:' needs a name, e.g. 'bundled:toyworld-x4'")
+        return value
 
 
 class LayerWeights(Strict):

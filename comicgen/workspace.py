@@ -52,6 +52,8 @@ steps = 20
 guidance = 5.0
 # guidance_rescale = 0.7   # empty: 0.7 for zero-terminal-SNR models (the bundled one), else 0
 seed = 1234
+# upscale = "none"    # empty: "bundled:toyworld-x4" for the bundled model, else "none";
+#                      # or a super-resolution .pth/.safetensors file (ESRGAN, SwinIR, ...)
 
 [infusion]
 weight = 1.0           # 0 turns character infusion off

@@ -12,7 +12,7 @@ _STYLE = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
 @handle_errors
 def doctor(workspace: WorkspaceOption = None) -> None:
     """Check the workspace: config, database integrity and schema, character images,
-    panel cache, torch and device, and whether the configured model is available.
+    panel cache, torch and device, and whether the configured model and upscaler load.
 
     Exits with 1 when a check fails.
     """
