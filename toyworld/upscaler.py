@@ -75,19 +75,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def _degrade(x, rng: random.Random):
-    """Slight blur and/or noise on a batch of LR patches (N x 3 x h x w, 0..1)."""
+def _degrade(x, rng: random.Random, p: float = 0.2):
+    """Slight blur and/or noise (each with probability ``p``) on a batch of LR patches
+    (N x 3 x h x w, 0..1)."""
     import torch
     import torch.nn.functional as F
 
-    if rng.random() < 0.4:
+    if rng.random() < p:
         sigma = rng.uniform(0.3, 0.9)
         r = torch.arange(-2, 3, dtype=torch.float32)
         k = torch.exp(-(r**2) / (2 * sigma**2))
         k = k / k.sum()
         k2 = (k[:, None] * k[None, :]).expand(3, 1, 5, 5)
         x = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), k2, groups=3)
-    if rng.random() < 0.4:
+    if rng.random() < p:
         x = x + torch.randn_like(x) * rng.uniform(0.0, 0.025)
     return x.clamp(0, 1)
 
@@ -115,7 +116,9 @@ def train(
     lr: float = 2e-3,
     num_feat: int = 32,
     num_conv: int = 10,
-    vae_fraction: float = 0.35,
+    vae_fraction: float = 0.2,
+    degrade: float = 0.2,
+    loss_kind: str = "mse",
     seed: int = 0,
     init: Path | None = None,
 ) -> None:
@@ -135,6 +138,10 @@ def train(
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(init)))
+    else:  # start as the nearest-neighbour upscale the network adds its residual to
+        torch.nn.init.zeros_(model.body[-1].weight)
+        torch.nn.init.zeros_(model.body[-1].bias)
+    loss_fn = F.mse_loss if loss_kind == "mse" else F.l1_loss
     n_params = sum(p.numel() for p in model.parameters())
     print(f"SRVGGNetCompact nf={num_feat} nc={num_conv}: {n_params} parameters", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -161,15 +168,15 @@ def train(
             ys.append(np.ascontiguousarray(y))
         x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255.0
         y = torch.from_numpy(np.stack(ys)).permute(0, 3, 1, 2).float() / 255.0
-        x = _degrade(x, rng)
-        loss = F.l1_loss(model(x), y)
+        x = _degrade(x, rng, degrade)
+        loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 200 == 0:
-            print(f"step {step} {elapsed / 60:.1f} min l1 {running:.4f}", flush=True)
+            print(f"step {step} {elapsed / 60:.1f} min {loss_kind} {running:.5f}", flush=True)
         if time.time() - last_save > 180:
             save(model, out)
             last_save = time.time()
@@ -206,12 +213,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=25.0, help="training time budget")
     parser.add_argument("--out", type=Path, default=Path("comicgen/bundled/toyworld-x4"))
-    parser.add_argument("--pairs", type=int, default=2400)
+    parser.add_argument("--pairs", type=int, default=2400, help="training pairs to render")
     parser.add_argument("--num-feat", type=int, default=32)
     parser.add_argument("--num-conv", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--init", type=Path, help="continue from these saved weights")
+    parser.add_argument("--loss", choices=("mse", "l1"), default="mse")
+    parser.add_argument(
+        "--vae-fraction", type=float, default=0.2, help="inputs through the VAE round trip"
+    )
+    parser.add_argument(
+        "--degrade", type=float, default=0.2, help="probability of input blur, and of noise"
+    )
     parser.add_argument("--evaluate", action="store_true", help="only measure the gain")
     parser.add_argument("--model", default="bundled:toyworld-x4", help="upscaler to evaluate")
     parser.add_argument("--samples", type=int, default=64)
@@ -225,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
             args.minutes,
             args.pairs,
             lr=args.lr,
+            vae_fraction=args.vae_fraction,
+            degrade=args.degrade,
+            loss_kind=args.loss,
             num_feat=args.num_feat,
             num_conv=args.num_conv,
             init=args.init,
