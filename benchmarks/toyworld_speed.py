@@ -1,7 +1,9 @@
-"""Speed of the bundled toy-world model on the CPU.
+"""Speed of the bundled toy-world model on the CPU, per aspect-ratio bucket.
 
-Times one 64x64 panel with 20 DDIM steps and classifier-free guidance (median of several
-runs) and, for reference, the per-image time in a batch of 16. Target: under 1 s per panel.
+Times one panel of every bucket (square 64x64, wide, tall and the long strips; 20 DDIM
+steps with classifier-free guidance, median of several runs) side by side with the 64x64
+panel, the per-image time in a batch of 16 at 64x64, and the upscale stage's cost per panel
+(``comicgen.upscale.load_upscaler("bundled:toyworld-x4")`` where it exists).
 
     python benchmarks/toyworld_speed.py [--runs 7] [--threads N]
 """
@@ -16,6 +18,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from toyworld.evaluate import load_pipeline
+from toyworld.world import BUCKETS
 
 
 def main() -> None:
@@ -23,6 +26,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--upscaler", default="bundled:toyworld-x4", help="upscaler spec to time")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -30,30 +34,57 @@ def main() -> None:
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     prompt = "a red circle character with a blue hat on the left, wide shot, grass, day sky, a tree"
 
-    def panel(n: int = 1) -> float:
+    def panel(n: int = 1, width: int = 64, height: int = 64):
         g = torch.Generator().manual_seed(0)
         t = time.perf_counter()
-        pipe(
+        out = pipe(
             [prompt] * n,
             num_inference_steps=args.steps,
             guidance_scale=7.5,
             generator=g,
-            height=64,
-            width=64,
+            height=height,
+            width=width,
         )
-        return time.perf_counter() - t
+        return time.perf_counter() - t, out.images[0]
 
     panel()  # warm-up
-    times = [panel() for _ in range(args.runs)]
-    med = statistics.median(times)
-    batch = panel(16) / 16
     print(f"torch threads: {torch.get_num_threads()}")
+    base = None
+    image = None
+    for name, (w, h) in BUCKETS.items():
+        runs = [panel(1, w, h) for _ in range(args.runs)]
+        times = [t for t, _ in runs]
+        med = statistics.median(times)
+        base = base or med
+        image = image or runs[0][1]
+        print(
+            f"{name:10s} {w:3d}x{h:<3d} panel, {args.steps} DDIM steps + CFG: median "
+            f"{med:.3f}s (min {min(times):.3f}s, max {max(times):.3f}s, {args.runs} runs), "
+            f"{med / base:.2f}x the 64x64 panel"
+        )
+    batch = panel(16)[0] / 16
+    print(f"in a batch of 16 (64x64): {batch:.3f}s per panel")
+    print(f"ratio to the 1 s target (64x64): {base / 1.0:.2f}")
+    try:
+        from comicgen.upscale import load_upscaler
+    except ImportError:
+        print("upscale: not available (comicgen.upscale is not there)")
+        return
+    up = load_upscaler(args.upscaler, device="cpu")
+    if up is None:
+        print(f"upscale: {args.upscaler} loads no upscaler")
+        return
+    up.upscale(image)  # warm-up
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        big = up.upscale(image)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
     print(
-        f"one 64x64 panel, {args.steps} DDIM steps + CFG: median {med:.3f}s "
-        f"(min {min(times):.3f}s, max {max(times):.3f}s, {args.runs} runs)"
+        f"upscale {image.width}x{image.height} -> {big.width}x{big.height} ({args.upscaler}): "
+        f"median {med:.3f}s per panel ({med / base:.2f}x the 64x64 panel)"
     )
-    print(f"in a batch of 16: {batch:.3f}s per panel")
-    print(f"ratio to the 1 s target: {med / 1.0:.2f}")
 
 
 if __name__ == "__main__":

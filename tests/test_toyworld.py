@@ -173,11 +173,23 @@ def test_hat_masks_mark_the_hats_at_latent_resolution():
 def test_evaluate_prints_adherence_and_psnr(capsys):
     from toyworld import evaluate
 
-    evaluate.main(["--samples", "2", "--steps", "2", "--vae-samples", "4", "--batch", "2"])
+    evaluate.main(
+        ["--samples", "2", "--steps", "2", "--vae-samples", "4", "--batch", "2"]
+        + ["--bucket-samples", "1"]
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     for a in evaluate.ATTRIBUTES:
         assert any(re.fullmatch(rf"\s+{a}\s+[01]\.\d{{3}}", line) for line in lines), a
-    assert re.fullmatch(r"prompt_adherence=[01]\.\d{3} vae_psnr=\d+\.\d\d", lines[-1])
+    assert {"expression", "facing"} <= set(evaluate.ATTRIBUTES)
+    for name in W.BUCKETS:
+        if name != "square":
+            assert any(f"bucket {name} " in line for line in lines), name
+    score = r"[01]\.\d{3}"
+    assert re.fullmatch(
+        rf"prompt_adherence={score} vae_psnr=\d+\.\d\d expression={score} facing={score} "
+        rf"buckets={score} upscale_gain_db=(-?\d+\.\d\d|nan)",
+        lines[-1],
+    ), lines[-1]
 
 
 def test_hat_errors_are_sorted_by_kind():

@@ -1,16 +1,20 @@
 """Evaluate the bundled model: ``python -m toyworld.evaluate --samples N``.
 
-Paints N panels from random full captions (clause order shuffled) with the saved scheduler,
-20 steps and the pipeline's default guidance, reads them back with the attribute reader and
-prints the per-attribute prompt adherence (shape, body colour, hat, sky, ground, props,
-position, shot) and their mean, then the VAE's reconstruction PSNR on fresh renders.
-The last line is ``prompt_adherence=X vae_psnr=Y``.
+Paints N square panels from random full captions (clause order shuffled) with the saved
+scheduler, 20 steps and the pipeline's default guidance, reads them back with the attribute
+reader and prints the per-attribute prompt adherence (shape, body colour, hat, expression,
+facing, sky, ground, props, position, shot) and their mean; then, per aspect-ratio bucket
+(``--bucket-samples`` panels of each other frame shape), the adherence with each character
+counted once (a panel with a second copy of a character scores 0); then the VAE's
+reconstruction PSNR on fresh renders and the upscaler's gain when ``toyworld.upscaler`` is
+there.  The last line is
+``prompt_adherence=X vae_psnr=Y expression=E facing=F buckets=B upscale_gain_db=G``
+(``buckets``: the lowest bucket's score, the square one included).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import time
 from collections import Counter
@@ -21,9 +25,23 @@ import numpy as np
 from comicgen.bundled import TOYWORLD_DIR
 from toyworld import reader as R
 from toyworld import world as W
+from toyworld.trainkit import vae_psnr
 
 DEFAULT_MODEL = TOYWORLD_DIR
-ATTRIBUTES = ("shape", "color", "hat", "sky", "ground", "prop", "position", "shot")
+ATTRIBUTES = (
+    "shape",
+    "color",
+    "hat",
+    "expression",
+    "facing",
+    "sky",
+    "ground",
+    "prop",
+    "position",
+    "shot",
+)
+CHARACTER_ATTRIBUTES = ("shape", "color", "hat", "expression", "facing")
+SCENE_ATTRIBUTES = ("sky", "ground", "prop", "shot", "position")
 DEFAULT_GUIDANCE = 7.5  # StableDiffusionPipeline's default
 
 
@@ -48,9 +66,11 @@ def paint(
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
     guidance_rescale: float | None = None,
+    size: tuple[int, int] | None = None,
 ):
-    """Paint one 64x64 image per prompt (seeded per image); ``guidance_rescale`` None is
-    the model's recommendation, as in ``comicgen render``."""
+    """Paint one image per prompt (seeded per image), ``size`` = (width, height) pixels
+    (default: the model's native square); ``guidance_rescale`` None is the model's
+    recommendation, as in ``comicgen render``."""
     import torch
 
     from comicgen.painter import recommended_guidance_rescale
@@ -58,7 +78,8 @@ def paint(
     if guidance_rescale is None:
         guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
 
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width, height = size or (native, native)
     out = []
     for i in range(0, len(prompts), batch):
         gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch]]
@@ -68,18 +89,19 @@ def paint(
             guidance_scale=guidance,
             guidance_rescale=guidance_rescale,
             generator=gens,
-            height=size,
-            width=size,
+            height=height,
+            width=width,
         )
         out += res.images
     return out
 
 
-def eval_scenes(n: int, seed: int) -> list[tuple[W.Scene, str]]:
-    rng = random.Random(f"evaluate:{seed}")
+def eval_scenes(n: int, seed: int, bucket: str = "square") -> list[tuple[W.Scene, str]]:
+    key = f"evaluate:{seed}" if bucket == "square" else f"evaluate:{seed}:{bucket}"
+    rng = random.Random(key)
     items = []
     for _ in range(n):
-        scene = W.sample_scene(rng, sheet_fraction=0.0)
+        scene = W.sample_scene(rng, sheet_fraction=0.0, bucket=bucket)
         items.append((scene, W.caption(scene, rng, drop=0.0)))
     return items
 
@@ -92,42 +114,61 @@ def adherence(
     guidance: float = DEFAULT_GUIDANCE,
     batch: int = 16,
     guidance_rescale: float | None = None,
+    bucket: str = "square",
 ):
-    """Per-attribute accuracy of painted panels read back; also the mean score by number of
-    characters, the misread panels (image, caption and reading) and the hat errors by kind
+    """Per-attribute accuracy of painted panels read back (and ``once``: the share of panels
+    where each character stands once); also the mean score by number of characters, the
+    score with each character counted once (a panel with a second copy scores 0), the
+    misread panels (image, caption and reading) and the hat errors by kind
     (:func:`hat_error`)."""
-    items = eval_scenes(n, seed)
+    items = eval_scenes(n, seed, bucket)
     seeds = [seed * 100000 + i for i in range(n)]
-    images = paint(pipe, [c for _, c in items], seeds, steps, guidance, batch, guidance_rescale)
-    hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    size = tuple(
+        v * pipe.vae_scale_factor * pipe.unet.config.sample_size // W.SIZE
+        for v in W.BUCKETS[bucket]
+    )
+    images = paint(
+        pipe, [c for _, c in items], seeds, steps, guidance, batch, guidance_rescale, size
+    )
+    hits: dict[str, list[bool]] = {a: [] for a in (*ATTRIBUTES, "once")}
     by_count: dict[int, list[float]] = {1: [], 2: []}
+    counted_once: list[float] = []
     misread = []
     hat_errors: Counter[str] = Counter()
     for (scene, cap), img in zip(items, images, strict=False):
         got, want = R.read(img), R.truth(scene)
         row = []
-        for a in ("sky", "ground", "prop", "shot", "position"):
+        for a in SCENE_ATTRIBUTES:
             ok = getattr(got, a) == getattr(want, a)
             hits[a].append(ok)
             row.append(ok)
         for wc in want.characters:
             gc = got.character(wc.position)
-            for a in ("shape", "color", "hat"):
+            for a in CHARACTER_ATTRIBUTES:
                 ok = gc is not None and getattr(gc, a) == getattr(wc, a)
                 hits[a].append(ok)
                 row.append(ok)
             if gc is None or gc.hat != wc.hat:
                 hat_errors[hat_error(wc, gc, want)] += 1
+        once = got.figures == want.figures
+        hits["once"].append(once)
         by_count[len(scene.characters)].append(float(np.mean(row)))
-        if not all(row):
+        counted_once.append(float(np.mean(row)) if once else 0.0)
+        if not all(row) or not once:
             seen = ", ".join(
-                f"{c.color} {c.shape} hat {c.hat} {c.position}" for c in got.characters
+                f"{c.color} {c.shape} hat {c.hat} {c.expression} {c.facing} {c.position}"
+                for c in got.characters
             )
             misread.append(
-                (img, f"{cap} || READ: {got.shot}, {got.sky}, {got.ground}, {got.prop}; {seen}")
+                (
+                    img,
+                    f"{cap} || READ ({got.figures} figures): {got.shot}, {got.sky}, "
+                    f"{got.ground}, {got.prop}; {seen}",
+                )
             )
     acc = {a: float(np.mean(v)) for a, v in hits.items()}
     counts = {k: float(np.mean(v)) if v else float("nan") for k, v in by_count.items()}
+    counts["once"] = float(np.mean(counted_once))
     return acc, counts, misread, hat_errors
 
 
@@ -149,22 +190,14 @@ def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R
     return "wrong colour"
 
 
-def vae_psnr(vae, n: int = 256, seed: int = 999) -> float:
-    """Reconstruction PSNR (dB) of ``vae`` on ``n`` fresh renders (scenes and sheets)."""
-    import torch
-
-    imgs = np.stack([np.asarray(W.render(W.sample_scene(W.scene_rng(seed, i)))) for i in range(n)])
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    dtype = next(vae.parameters()).dtype
-    recs = []
-    with torch.no_grad():
-        for i in range(0, n, 64):
-            xb = x[i : i + 64].to(vae.device, dtype)
-            recs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().cpu())
-    rec = torch.cat(recs).clamp(-1, 1)
-    rec8 = ((rec + 1) * 127.5).round()
-    mse = float(((rec8 - (x + 1) * 127.5) ** 2).mean())
-    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+def upscale_gain_db() -> float:
+    """The upscaler's PSNR gain over Lanczos (``toyworld.upscaler``; nan where it is not
+    there)."""
+    try:
+        from toyworld.upscaler import upscale_gain_db as gain
+    except ImportError:
+        return float("nan")
+    return float(gain())
 
 
 def sample_captions() -> list[str]:
@@ -172,13 +205,13 @@ def sample_captions() -> list[str]:
     pip, bo, tri, momo = (W.describe(c) for _, c in W.EXAMPLE_CHARACTERS.values())
     return [
         f"{pip} on the left, wide shot, grass, day sky, a tree",
-        f"{bo} looking sad in the center, close-up, sand, sunset sky, no props",
+        f"{bo} looking sad facing left in the center, close-up, sand, sunset sky, no props",
         f"{tri} on the right, wide shot, snow, night sky, a house",
         f"{pip} on the left, {bo} on the right, wide shot, grass, day sky, a house",
-        f"{momo} looking surprised on the left, {tri} looking angry on the right, "
-        "close-up, snow, sunset sky",
+        f"{momo} looking surprised facing right on the left, {tri} looking angry facing left "
+        "on the right, close-up, snow, sunset sky",
         f"model sheet, {pip} looking happy",
-        f"model sheet, {tri} looking sad",
+        f"model sheet, {tri} looking sad facing right",
         "a green triangle character on the right, night sky, grass",
         "a character in the center, wide shot",
         "close-up, a pink square character with a yellow hat, day sky, snow, a tree",
@@ -208,7 +241,13 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m toyworld.evaluate", description=__doc__.split("\n")[0]
     )
     ap.add_argument(
-        "--samples", type=int, default=200, help="number of panels to paint and read back"
+        "--samples", type=int, default=200, help="number of square panels to paint and read back"
+    )
+    ap.add_argument(
+        "--bucket-samples",
+        type=int,
+        default=None,
+        help="panels per other aspect-ratio bucket (default: a quarter of --samples; 0: none)",
     )
     ap.add_argument(
         "--model", type=Path, default=None, help="pipeline folder (default: the bundled model)"
@@ -231,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         "--failures", type=Path, default=None, help="write a grid of the first misread panels here"
     )
     args = ap.parse_args(argv)
+    if args.bucket_samples is None:
+        args.bucket_samples = max(1, args.samples // 4)
 
     t = time.time()
     pipe = load_pipeline(args.model, args.device)
@@ -238,23 +279,44 @@ def main(argv: list[str] | None = None) -> None:
         from comicgen.painter import recommended_guidance_rescale
 
         args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
-    acc, by_count, misread, hat_errors = adherence(
-        pipe, args.samples, args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale
-    )
+    run = (args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale)
+    acc, by_count, misread, hat_errors = adherence(pipe, args.samples, *run)
     dt = time.time() - t
     print(
         f"painted and read {args.samples} panels ({args.steps} steps, "
         f"guidance {args.guidance}, rescale {args.guidance_rescale}) in {dt:.1f}s"
     )
     for a in ATTRIBUTES:
-        print(f"  {a:9s} {acc[a]:.3f}")
+        print(f"  {a:10s} {acc[a]:.3f}")
     mean = float(np.mean([acc[a] for a in ATTRIBUTES]))
     print(
-        f"  {'mean':9s} {mean:.3f}   (one character {by_count[1]:.3f}, "
+        f"  {'mean':10s} {mean:.3f}   (one character {by_count[1]:.3f}, "
         f"two characters {by_count[2]:.3f})"
     )
     if hat_errors:
         print("  hat errors: " + ", ".join(f"{k} {v}" for k, v in hat_errors.most_common()))
+    buckets = {"square": (by_count["once"], acc["once"], args.samples)}
+    for name in W.BUCKETS:
+        if name == "square" or args.bucket_samples <= 0:
+            continue
+        t = time.time()
+        b_acc, b_count, b_misread, _ = adherence(
+            pipe, args.bucket_samples, *run[:4], args.guidance_rescale, bucket=name
+        )
+        buckets[name] = (b_count["once"], b_acc["once"], args.bucket_samples)
+        misread += b_misread
+        print(
+            f"  bucket {name:10s} {'x'.join(map(str, W.BUCKETS[name]))}: adherence "
+            f"{float(np.mean([b_acc[a] for a in ATTRIBUTES])):.3f}, "
+            f"expression {b_acc['expression']:.3f}, facing {b_acc['facing']:.3f}, "
+            f"each character once {b_acc['once']:.3f} ({args.bucket_samples} panels, "
+            f"{time.time() - t:.1f}s)"
+        )
+    print(
+        "  per bucket, each character counted once: "
+        + ", ".join(f"{k} {v[0]:.3f}" for k, v in buckets.items())
+    )
+    lowest = min(v[0] for v in buckets.values())
     if args.failures and misread:
         W.caption_grid(
             [m[0] for m in misread[:24]], [m[1] for m in misread[:24]], cols=4, cell=192
@@ -264,9 +326,13 @@ def main(argv: list[str] | None = None) -> None:
             args.grid
         )
         print(f"samples grid: {args.grid}")
-    p = vae_psnr(pipe.vae, args.vae_samples)
+    p = vae_psnr(pipe.vae, n=args.vae_samples)
     print(f"  vae reconstruction psnr {p:.2f} dB on {args.vae_samples} fresh renders")
-    print(f"prompt_adherence={mean:.3f} vae_psnr={p:.2f}")
+    gain = upscale_gain_db()
+    print(
+        f"prompt_adherence={mean:.3f} vae_psnr={p:.2f} expression={acc['expression']:.3f} "
+        f"facing={acc['facing']:.3f} buckets={lowest:.3f} upscale_gain_db={gain:.2f}"
+    )
 
 
 if __name__ == "__main__":

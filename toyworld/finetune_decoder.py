@@ -55,15 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from toyworld.train import lr_at, psnr, reconstruction_loss, render_data
 
-    data = argparse.Namespace(
-        data=args.data, workers=args.workers, seed=args.seed, variants=1, sheet_fraction=0.15
-    )
-    images_np = render_data(data)[0]
+    images_np = render_data(args.seed, args.data, args.workers, variants=1)["square"][0]
 
     import torch
     from diffusers import AutoencoderKL
 
-    from toyworld.evaluate import vae_psnr
+    from toyworld.trainkit import vae_psnr
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -72,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     saved_dtype = _saved_dtype(folder / "vae")
 
     vae.eval()
-    before = vae_psnr(vae, args.eval_samples)
+    before = vae_psnr(vae, n=args.eval_samples)
     print(f"decoder: psnr before {before:.2f} dB on {args.eval_samples} fresh renders", flush=True)
 
     vae.requires_grad_(False)
@@ -112,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     vae.eval()
     vae.requires_grad_(False)
-    after = vae_psnr(vae, args.eval_samples)
+    after = vae_psnr(vae, n=args.eval_samples)
     print(
         f"decoder: {step} steps in {(time.time() - t0) / 60:.1f} min; "
         f"psnr {before:.2f} -> {after:.2f} dB",

@@ -93,18 +93,50 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs), strict=False))
 
 
-def build_bpe(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+# Words added to the vocabulary after the first shipped model: their tokens are learned
+# after the first generation's (whose token ids stay as they were, so the text encoder's
+# embedding keeps its rows and only grows).
+LATER_WORDS = ("ahead", "facing")
+
+
+def build_bpe(
+    words: list[str], later: tuple[str, ...] = LATER_WORDS
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a byte-pair encoding on ``words`` until each is one token.
 
     Base symbols are all 256 byte characters with and without ``</w>`` (so any text
     tokenizes); merges are learned greedily (most frequent pair first, ties by name), so that
     applying them in rank order - what ``tokenizers`` does - rebuilds each word.  Every merge
-    result is in the vocabulary.
+    result is in the vocabulary.  Words in ``later`` are learned afterwards (the earlier
+    merges applied to them first), their tokens numbered after the end token.
     """
     base = list(bytes_to_unicode().values())
     vocab_list = base + [c + "</w>" for c in base]
-    seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in words]
+    first = [w for w in words if w not in later]
     merges: list[tuple[str, str]] = []
+    _learn_merges([list(w[:-1]) + [w[-1] + "</w>"] for w in first], merges, vocab_list)
+    vocab_list += [BOS, EOS]
+    seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in words if w in later]
+    for pair in merges:
+        seqs = [_merge(s, pair) for s in seqs]
+    _learn_merges(seqs, merges, vocab_list)
+    return {t: i for i, t in enumerate(vocab_list)}, merges
+
+
+def _merge(seq: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(seq):
+        if i + 1 < len(seq) and (seq[i], seq[i + 1]) == pair:
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
+
+
+def _learn_merges(seqs: list[list[str]], merges: list, vocab_list: list[str]) -> None:
+    """Greedy BPE on ``seqs`` until each is one symbol (appends to merges and vocab_list)."""
     while True:
         pairs: Counter[tuple[str, str]] = Counter()
         for s in seqs:
@@ -117,20 +149,7 @@ def build_bpe(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
         merged = best[0] + best[1]
         if merged not in vocab_list:
             vocab_list.append(merged)
-        new = []
-        for s in seqs:
-            out, i = [], 0
-            while i < len(s):
-                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            new.append(out)
-        seqs = new
-    vocab_list += [BOS, EOS]
-    return {t: i for i, t in enumerate(vocab_list)}, merges
+        seqs = [_merge(s, best) for s in seqs]
 
 
 _VOCAB_CACHE: dict[str, int] | None = None
@@ -188,34 +207,50 @@ def caption_ids(text: str, max_length: int = MAX_TOKENS) -> list[int]:
     return ids + [eos] * (max_length - len(ids))
 
 
+HAT, FACE = 1, 2  # bits of the part masks
+
+
 def data_chunk(
-    seed: int, start: int, count: int, variants: int, sheet_fraction: float, hat_masks: bool = False
+    seed: int,
+    start: int,
+    count: int,
+    variants: int,
+    sheet_fraction: float,
+    hat_masks: bool = False,
+    bucket: str = "square",
+    face_masks: bool = False,
+    close_up: float | None = None,
 ):
-    """Training data ``start .. start+count``: images (uint8 N x 64 x 64 x 3), ``variants``
-    training captions per image as token ids (int32 N x variants x MAX_TOKENS) and, with
-    ``hat_masks``, where the hats are at latent resolution (uint8 N x 16 x 16: 1 where a
-    4x4-pixel cell holds any hat pixel; else None).  Deterministic per index (a process-pool
-    worker; no torch)."""
+    """Training data ``start .. start+count`` in the frame of ``bucket``: images (uint8
+    N x H x W x 3), ``variants`` training captions per image as token ids (int32 N x
+    variants x MAX_TOKENS) and, with ``hat_masks`` / ``face_masks``, the parts at latent
+    resolution (uint8 N x H/4 x W/4: bit ``HAT`` where a 4x4-pixel cell overlaps a hat,
+    bit ``FACE`` where it overlaps a face; else None).  Model sheets only in the square
+    bucket.  Deterministic per index (a
+    process-pool worker; no torch)."""
     import random
-    from dataclasses import replace
 
     import numpy as np
 
     from toyworld import world as W
 
-    images = np.empty((count, W.SIZE, W.SIZE, 3), dtype=np.uint8)
+    width, height = W.BUCKETS[bucket]
+    if bucket != "square":
+        sheet_fraction = 0.0  # model sheets are square
+    images = np.empty((count, height, width, 3), dtype=np.uint8)
     ids = np.empty((count, variants, MAX_TOKENS), dtype=np.int32)
     cell = W.SIZE // LATENT_SIZE
-    masks = np.zeros((count, LATENT_SIZE, LATENT_SIZE), dtype=np.uint8) if hat_masks else None
+    masks = None
+    if hat_masks or face_masks:
+        masks = np.zeros((count, height // cell, width // cell), dtype=np.uint8)
     for i in range(count):
-        scene = W.sample_scene(W.scene_rng(seed, start + i), sheet_fraction)
+        scene = W.sample_scene(W.scene_rng(seed, start + i), sheet_fraction, bucket, close_up)
         images[i] = np.asarray(W.render(scene))
-        if masks is not None and any(c.hat != "none" for c in scene.characters):
-            bare = replace(
-                scene, characters=tuple(replace(c, hat="none") for c in scene.characters)
-            )
-            diff = np.abs(images[i].astype(np.int16) - np.asarray(W.render(bare))).max(axis=2) > 24
-            masks[i] = diff.reshape(LATENT_SIZE, cell, LATENT_SIZE, cell).any(axis=(1, 3))
+        if masks is not None:
+            if hat_masks:
+                masks[i] |= W.cell_mask(scene, "hat", cell) * HAT
+            if face_masks:
+                masks[i] |= W.cell_mask(scene, "face", cell) * FACE
         rng = random.Random(f"captions:{seed}:{start + i}")
         for v in range(variants):
             ids[i, v] = caption_ids(W.training_caption(scene, rng))

@@ -3,9 +3,11 @@
 Analytic: it knows the world's palettes and layout (``world.py``), so it finds the sky and
 ground by palette votes, the shot by which of them fills the band between the two possible
 horizons, the characters as column runs of foreground in the body band, and then reads
-each character's body colour, shape (row widths), hat, pattern, scarf and expression at
-the geometry the layout gives.  It works at 64x64 (larger images are box-reduced), on
-rendered scenes, model sheets, VAE reconstructions and generated panels alike.
+each character's body colour, shape (row widths), hat, pattern, scarf, expression and
+facing at the geometry the layout gives.  It works in 64-unit frames of any bucket's shape
+(an image is reduced so that its short side is 64 pixels), on rendered scenes, model
+sheets, VAE reconstructions and generated panels alike; ``Reading.figures`` counts the
+figures standing in the picture (a second copy of a character shows there).
 
 ``read(img)`` returns a :class:`Reading`; ``read_character(img, "left")`` the character at
 a position (what the Infusion benchmark compares with each side's own reference).
@@ -32,6 +34,7 @@ class CharacterReading:
     pattern: str
     scarf: str
     expression: str
+    facing: str = "ahead"
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Reading:
     shot: str = ""
     prop: str = "none"
     characters: list[CharacterReading] = field(default_factory=list)
+    figures: int = 0  # figures seen standing (scenes); more than characters: a second copy
 
     @property
     def position(self) -> str:
@@ -56,17 +60,20 @@ class Reading:
 
 
 def to_array(img) -> np.ndarray:
-    """64x64x3 float32 array (0..255) from a PIL image or an HxWx3 array."""
+    """H x W x 3 float32 array (0..255) in 64-units (the short side 64 pixels) from a PIL
+    image or an HxWx3 array."""
     if isinstance(img, np.ndarray):
         if img.dtype != np.uint8:
             img = np.clip(img, 0, 255).astype(np.uint8)
         img = Image.fromarray(img)
     img = img.convert("RGB")
-    if img.size != (W.SIZE, W.SIZE):
-        if img.width % W.SIZE == 0 and img.width == img.height:
-            img = img.reduce(img.width // W.SIZE)
+    short = min(img.size)
+    if short != W.SIZE:
+        if short % W.SIZE == 0:
+            img = img.reduce(short // W.SIZE)
         else:
-            img = img.resize((W.SIZE, W.SIZE), Image.Resampling.BOX)
+            f = W.SIZE / short
+            img = img.resize((round(img.width * f), round(img.height * f)), Image.Resampling.BOX)
     return np.asarray(img, dtype=np.float32)
 
 
@@ -106,53 +113,59 @@ def is_sheet(a: np.ndarray) -> bool:
 def read(img) -> Reading:
     """Read every attribute of a scene or model sheet."""
     a = to_array(img)
+    h, width = a.shape[:2]
+    oy = h - W.SIZE  # a taller frame: the same scene under more sky
     if is_sheet(a):
         bg = _dist(a, W.SHEET_BACKGROUND) < 30
-        ch = _read_char(a, "center", 32.0, W.SHEET_FEET, W.SHEET_BODY, bg, sheet=True)
-        return Reading(kind="sheet", characters=[ch])
+        ch = _read_char(a, "center", width / 2, W.SHEET_FEET, W.SHEET_BODY, bg, sheet=True)
+        return Reading(kind="sheet", characters=[ch], figures=1)
     sky = _nearest(np.median(a[:6].reshape(-1, 3), 0), W.SKIES)
-    gv = _votes(a[54:].reshape(-1, 3), W.GROUNDS, 45.0)
+    gv = _votes(a[oy + 54 :].reshape(-1, 3), W.GROUNDS, 45.0)
     ground = max(gv, key=gv.get)
     sky_c, ground_c = (
         np.asarray(W.SKIES[sky], np.float32),
         np.asarray(W.GROUNDS[ground], np.float32),
     )
     # shot: between the two horizons (rows 39..47) the background is ground in a wide shot
-    band = a[39:48].reshape(-1, 3)
+    band = a[oy + 39 : oy + 48].reshape(-1, 3)
     ds, dg = _dist(band, sky_c), _dist(band, ground_c)
     n_sky = int(((ds < dg) & (ds < 40)).sum())
     n_ground = int(((dg <= ds) & (dg < 40)).sum())
     shot = "close-up" if n_sky > n_ground else "wide"
-    horizon = W.HORIZON[shot]
+    horizon = W.HORIZON[shot] + oy
     # foreground: far from the background expected at that row
-    rows = np.arange(W.SIZE)[:, None]
+    rows = np.arange(h)[:, None]
     bg_d = np.where(rows < horizon, _dist(a, sky_c), _dist(a, ground_c))
     near_h = np.abs(rows + 0.5 - horizon) < 1.5
     bg_d = np.where(near_h, np.minimum(_dist(a, sky_c), _dist(a, ground_c)), bg_d)
     fg = bg_d > 40
-    runs = _character_runs(fg, shot)
-    positions = _positions(runs, shot)
+    all_runs = _character_runs(fg, shot, oy)
+    runs = sorted(sorted(all_runs, key=lambda r: -r[1])[:2])  # the two widest
+    positions = _positions(runs, shot, width)
     chars, boxes = [], []
+    feet = W.FEET[shot] + oy
     if positions:
-        slots = W.layout(shot, tuple(positions))
+        slots = W.layout(shot, tuple(positions), width)
         for (cx_run, w_run), pos, (cx, s) in zip(runs, positions, slots, strict=False):
             cx = cx_run if abs(cx_run - cx) < 4 else cx
-            chars.append(_read_char(a, pos, cx, W.FEET[shot], s, bg_d < 30))
-            top = W.FEET[shot] - s * (1.0 + W.HAT_HEIGHT + 0.12) - 1
+            chars.append(_read_char(a, pos, cx, feet, s, bg_d < 30))
+            top = feet - s * (1.0 + W.HAT_HEIGHT + 0.12) - 1
             boxes.append((cx - max(w_run, s) / 2 - 1, cx + max(w_run, s) / 2 + 1, top))
-    prop = _read_prop(a, fg, shot, boxes)
-    return Reading(kind="scene", sky=sky, ground=ground, shot=shot, prop=prop, characters=chars)
+    prop = _read_prop(a, fg, shot, boxes, oy)
+    return Reading("scene", sky, ground, shot, prop, chars, figures=len(all_runs))
 
 
-def _character_runs(fg: np.ndarray, shot: str) -> list[tuple[float, float]]:
-    """(centre x, width) of column runs of foreground in the band where only bodies are."""
-    band = fg[42:57] if shot == "wide" else fg[53:63]
+def _character_runs(fg: np.ndarray, shot: str, oy: int = 0) -> list[tuple[float, float]]:
+    """(centre x, width) of every column run of foreground in the band where only bodies
+    are."""
+    band = fg[oy + 42 : oy + 57] if shot == "wide" else fg[oy + 53 : oy + 63]
     col = band.mean(0) > 0.3
+    width = fg.shape[1]
     runs, x = [], 0
-    while x < W.SIZE:
+    while x < width:
         if col[x]:
             x0 = x
-            while x < W.SIZE and col[x]:
+            while x < width and col[x]:
                 x += 1
             runs.append([x0, x])
         else:
@@ -163,23 +176,20 @@ def _character_runs(fg: np.ndarray, shot: str) -> list[tuple[float, float]]:
             merged[-1][1] = r[1]
         else:
             merged.append(r)
-    out = [((r[0] + r[1] - 1) / 2, float(r[1] - r[0])) for r in merged if r[1] - r[0] >= 6]
-    if len(out) > 2:  # keep the two widest
-        out = sorted(sorted(out, key=lambda r: -r[1])[:2])
-    return out
+    return [((r[0] + r[1] - 1) / 2, float(r[1] - r[0])) for r in merged if r[1] - r[0] >= 6]
 
 
-def _positions(runs: list[tuple[float, float]], shot: str) -> list[str]:
+def _positions(runs: list[tuple[float, float]], shot: str, width: float = W.SIZE) -> list[str]:
     if len(runs) == 2:
         return ["left", "right"]
     if len(runs) == 1:
-        slots = {p: W.layout(shot, (p,))[0][0] for p in W.POSITIONS}
+        slots = {p: W.layout(shot, (p,), width)[0][0] for p in W.POSITIONS}
         return [min(slots, key=lambda p: abs(slots[p] - runs[0][0]))]
     return []
 
 
-def _read_prop(a: np.ndarray, fg: np.ndarray, shot: str, boxes) -> str:
-    horizon = int(W.HORIZON[shot])
+def _read_prop(a: np.ndarray, fg: np.ndarray, shot: str, boxes, oy: int = 0) -> str:
+    horizon = int(W.HORIZON[shot]) + oy
     top = max(0, horizon - 22)
     region = a[top : horizon + 3]
     mask = fg.copy()
@@ -217,12 +227,15 @@ def _body_likeness(a: np.ndarray, color: str, bg: np.ndarray) -> np.ndarray:
 _SILHOUETTES: dict[tuple, np.ndarray] = {}
 
 
-def _silhouette(shape: str, cx: float, feet: float, s: float, tilt: float = 0.0) -> np.ndarray:
-    """Soft 64x64 mask of a body (no hat) drawn like ``world.draw_character`` does."""
-    key = (shape, round(cx * 4), round(feet * 4), round(s * 4), tilt)
+def _silhouette(
+    shape: str, cx: float, feet: float, s: float, tilt: float = 0.0, size=(W.SIZE, W.SIZE)
+) -> np.ndarray:
+    """Soft mask (``size`` = height, width) of a body (no hat) drawn like
+    ``drawing.draw_character`` does."""
+    key = (shape, round(cx * 4), round(feet * 4), round(s * 4), tilt, size)
     if key not in _SILHOUETTES:
         k = W.SUPERSAMPLE
-        img = Image.new("L", (W.SIZE * k, W.SIZE * k), 0)
+        img = Image.new("L", (size[1] * k, size[0] * k), 0)
         poly = [
             (x * k, y * k)
             for x, y in W._body_polygon(shape, cx - s / 2, feet - s, cx + s / 2, feet)
@@ -238,9 +251,9 @@ def _silhouette(shape: str, cx: float, feet: float, s: float, tilt: float = 0.0)
     return _SILHOUETTES[key]
 
 
-def _render_char(ch: W.Character, cx: float, feet: float, s: float) -> np.ndarray:
+def _render_char(ch: W.Character, cx: float, feet: float, s: float, size) -> np.ndarray:
     k = W.SUPERSAMPLE
-    img = Image.new("RGBA", (W.SIZE * k, W.SIZE * k), (128, 128, 128, 255))
+    img = Image.new("RGBA", (size[1] * k, size[0] * k), (128, 128, 128, 255))
     W.draw_character(img, ch, cx, feet, s, k)
     return np.asarray(img.convert("RGB").reduce(k), np.float32)
 
@@ -297,7 +310,7 @@ def _best_silhouette(
     best = (-1.0, "circle", 0.0, 0, 0)
     for tilt in (0.0, -10.0, 10.0) if sheet else (0.0,):
         for shape in W.SHAPES:
-            t = _silhouette(shape, cx, feet, s, tilt) * region
+            t = _silhouette(shape, cx, feet, s, tilt, region.shape) * region
             for dx in (-1, 0, 1):
                 for dy in (-1, 0, 1):
                     ts = _shift(t, dx, dy)
@@ -362,13 +375,14 @@ def _read_char(
         scarf = "none"
     # pattern and expression: compare with renders of the candidates (analysis by synthesis)
     ccx, cfeet = cx + sdx, feet + sdy
-    inner = _erode(_silhouette(shape, ccx, cfeet, s, tilt) > 0.99, 1 if s < 26 else 2)
+    hw = (h, w)
+    inner = _erode(_silhouette(shape, ccx, cfeet, s, tilt, hw) > 0.99, 1 if s < 26 else 2)
     rows = (np.arange(h) + 0.5)[:, None]
     cols = (np.arange(w) + 0.5)[None, :]
     yb = cfeet - s
     ey, my = yb + (0.55 if tri else 0.36) * s, yb + (0.70 if tri else 0.57) * s
-    face = (
-        (np.abs(cols - ccx) < (0.27 if tri else 0.33) * s)
+    face = (  # the face moves sideways with the facing
+        (np.abs(cols - ccx) < (0.32 if tri else 0.43) * s)
         & (rows > ey - 0.17 * s)
         & (rows < my + 0.15 * s)
     )
@@ -382,7 +396,7 @@ def _read_char(
     def err(ch: W.Character, region: np.ndarray) -> float:
         if not region.any():
             return 0.0
-        r = _render_char(ch, ccx, cfeet, s)
+        r = _render_char(ch, ccx, cfeet, s, hw)
         sharp = ((r - a) ** 2).sum(-1)[region].mean()
         soft = ((_blur(r) - ab) ** 2).sum(-1)[region].mean()
         return float(sharp + 4.0 * soft)
@@ -396,7 +410,7 @@ def _read_char(
         base = replace(base, tilt=tilt)
     else:
         pattern = min(W.PATTERNS, key=lambda p: err(replace(base, pattern=p), pat_region))
-    face_region = face & (_silhouette(shape, ccx, cfeet, s, tilt) > 0.5)
+    face_region = face & (_silhouette(shape, ccx, cfeet, s, tilt, hw) > 0.5)
     cands = [(e, lk) for e in W.EXPRESSIONS for lk in (-1, 0, 1)]
     expression, look = min(
         cands,
@@ -408,7 +422,8 @@ def _read_char(
         W.PATTERNS,
         key=lambda p: err(replace(base, pattern=p, expression=expression, look=look), body_region),
     )
-    return CharacterReading(position, shape, color, hat, pattern, scarf, expression)
+    facing = W.FACINGS[look + 1]
+    return CharacterReading(position, shape, color, hat, pattern, scarf, expression, facing)
 
 
 def read_character(img, position: str) -> CharacterReading | None:
@@ -420,15 +435,16 @@ def read_character(img, position: str) -> CharacterReading | None:
 def truth(scene: W.Scene) -> Reading:
     """The reading a perfect reader would return for ``scene``."""
     chars = [
-        CharacterReading(p, c.shape, c.color, c.hat, c.pattern, c.scarf, c.expression)
+        CharacterReading(p, c.shape, c.color, c.hat, c.pattern, c.scarf, c.expression, c.facing)
         for c, p in zip(scene.characters, scene.positions, strict=False)
     ]
     if scene.kind == "sheet":
-        return Reading(kind="sheet", characters=chars)
-    return Reading("scene", scene.sky, scene.ground, scene.shot, scene.prop, chars)
+        return Reading(kind="sheet", characters=chars, figures=1)
+    n = len(chars)
+    return Reading("scene", scene.sky, scene.ground, scene.shot, scene.prop, chars, figures=n)
 
 
-CHAR_ATTRS = ("shape", "color", "hat", "pattern", "scarf", "expression")
+CHAR_ATTRS = ("shape", "color", "hat", "pattern", "scarf", "expression", "facing")
 SCENE_ATTRS = ("sky", "ground", "prop", "shot", "position")
 
 
@@ -438,6 +454,7 @@ def compare(got: Reading, want: Reading) -> dict[str, bool]:
     if want.kind == "scene":
         for k in SCENE_ATTRS:
             out[k] = getattr(got, k) == getattr(want, k)
+        out["once"] = got.figures == want.figures
     for k in CHAR_ATTRS:
         ok = True
         for wc in want.characters:
@@ -448,12 +465,17 @@ def compare(got: Reading, want: Reading) -> dict[str, bool]:
 
 
 def accuracy(
-    n: int = 200, seed: int = 12345, sheet_fraction: float = 0.15, transform=None
+    n: int = 200,
+    seed: int = 12345,
+    sheet_fraction: float = 0.15,
+    transform=None,
+    bucket: str = "square",
 ) -> dict[str, float]:
-    """Per-attribute accuracy of the reader on ``n`` fresh ground-truth renders."""
+    """Per-attribute accuracy of the reader on ``n`` fresh ground-truth renders (``once``:
+    the figures counted match the characters)."""
     totals: dict[str, list[bool]] = {}
     for i in range(n):
-        sc = W.sample_scene(W.scene_rng(seed, i), sheet_fraction)
+        sc = W.sample_scene(W.scene_rng(seed, i), sheet_fraction, bucket)
         img = W.render(sc)
         if transform is not None:
             img = transform(img)
@@ -468,6 +490,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m toyworld.reader")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--bucket", default="square", choices=list(W.BUCKETS))
     args = ap.parse_args()
-    for k, v in accuracy(args.n, args.seed).items():
+    sheets = 0.15 if args.bucket == "square" else 0.0
+    for k, v in accuracy(args.n, args.seed, sheets, bucket=args.bucket).items():
         print(f"{k:12s} {v:.3f}")

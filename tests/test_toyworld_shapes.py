@@ -1,0 +1,149 @@
+"""The toy world's second generation: facing, aspect-ratio buckets, face masks, the
+tokenizer grown without moving old ids, training from a saved pipeline."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from toyworld import model as M
+from toyworld import reader as R
+from toyworld import world as W
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "comicgen" / "bundled" / "toyworld"
+
+
+def test_captions_name_the_facing():
+    ch = W.Character(shape="square", color="red", look=-1, expression="sad")
+    scene = W.Scene(characters=(ch,), positions=("right",))
+    text = W.caption(scene)
+    assert "looking sad" in text and "facing left" in text and "on the right" in text
+    assert "facing right" in W.caption(replace(scene, characters=(replace(ch, look=1),)))
+    assert "facing ahead" in W.caption(replace(scene, characters=(replace(ch, look=0),)))
+    assert {"facing", "ahead", "left", "right"} <= set(W.vocabulary())
+
+
+def test_facing_turns_the_face_so_the_reader_can_tell():
+    base = W.Character(shape="circle", color="blue", look=0)
+    scene = W.Scene(characters=(base,), positions=("center",), shot="close-up")
+    ahead = np.asarray(W.render(scene), dtype=np.int16)
+    for look in (-1, 1):
+        img = W.render(replace(scene, characters=(replace(base, look=look),)))
+        # more than the pupils move: the whole face turns (tens of pixels change)
+        assert (np.abs(np.asarray(img, dtype=np.int16) - ahead).max(axis=2) > 40).sum() > 20
+        assert R.read(img).characters[0].facing == W.FACINGS[look + 1]
+
+
+def test_reader_reads_facing_and_expression_on_fresh_renders():
+    acc = R.accuracy(n=120, seed=77)
+    assert acc["facing"] >= 0.98, acc
+    assert acc["expression"] >= 0.95, acc
+
+
+def test_buckets_render_at_their_size_and_read_back():
+    for name, (w, h) in W.BUCKETS.items():
+        assert w % 16 == 0 and h % 16 == 0  # the bundled model's size multiple
+        scene = W.sample_scene(random.Random(name), 0.0, bucket=name)
+        assert scene.bucket == name
+        assert W.render(scene).size == (w, h)
+        assert W.render(scene, 128).size == (2 * w, 2 * h)
+        got = R.read(W.render(scene, 128))
+        want = R.truth(scene)
+        assert got.figures == len(scene.characters)
+        assert (got.sky, got.ground, got.shot, got.position) == (
+            want.sky,
+            want.ground,
+            want.shot,
+            want.position,
+        )
+
+
+def test_reader_counts_a_second_copy():
+    ch = W.Character(shape="triangle", color="green", hat="red")
+    wide = W.Scene(characters=(ch,), positions=("center",), width=128, height=64)
+    assert R.read(W.render(wide)).figures == 1
+    twice = W.Scene(characters=(ch, ch), positions=("left", "right"), width=128, height=64)
+    got = R.read(W.render(twice))
+    assert got.figures == 2
+    assert not R.compare(got, R.truth(wide))["once"]
+
+
+def test_face_masks_mark_the_faces_at_latent_resolution():
+    images, _, masks = M.data_chunk(6, 0, 30, 1, 0.15, True, "wide", face_masks=True)
+    assert images.shape == (30, 64, 96, 3)
+    assert masks.shape == (30, 16, 24)
+    for i in range(30):
+        scene = W.sample_scene(W.scene_rng(6, i), 0.0, "wide")  # sheets are square only
+        face = (masks[i] & M.FACE) > 0
+        assert face.any() and face.mean() < 0.25
+        cells = np.kron(face, np.ones((4, 4), dtype=np.uint8)).astype(bool)
+        # every pixel another expression changes lies in a marked cell (the face as drawn)
+        other = tuple(
+            replace(
+                c,
+                expression="surprised" if c.expression != "surprised" else "angry",
+            )
+            for c in scene.characters
+        )
+        changed = (
+            np.abs(
+                images[i].astype(int) - np.asarray(W.render(replace(scene, characters=other)))
+            ).max(axis=2)
+            > 24
+        )
+        assert changed.any() and not (changed & ~cells).any(), i
+        assert bool((masks[i] & M.HAT).any()) == any(c.hat != "none" for c in scene.characters)
+
+
+def test_new_words_keep_the_old_token_ids():
+    vocab, merges = M.build_bpe(W.vocabulary())
+    old = json.loads((BUNDLED / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
+    assert all(vocab[token] == i for token, i in old.items() if token in vocab)
+    first = [w for w in W.vocabulary() if w not in M.LATER_WORDS]
+    assert M.build_bpe(first, later=())[0] == {
+        t: i for t, i in vocab.items() if i < len(M.build_bpe(first, later=())[0])
+    }
+    assert all(vocab[w + "</w>"] >= vocab[M.EOS] for w in M.LATER_WORDS)
+
+
+def test_training_starts_from_a_saved_pipeline_and_trains_buckets(tmp_path):
+    """``--init``: the U-Net phase starts from a pipeline's weights (the token embedding
+    grown, old rows kept), batches come from every bucket, faces weighted."""
+    import torch
+    from transformers import CLIPTextModel
+
+    from toyworld import train
+
+    first = tmp_path / "first"
+    small = ["--device", "cpu", "--data", "40", "--workers", "1", "--batch", "4"]
+    small += ["--vae-batch", "4", "--reserve-minutes", "0"]
+    train.main(
+        [*small, "--out", str(tmp_path / "r1"), "--export", str(first)]
+        + ["--vae-steps", "1", "--unet-steps", "1"]
+    )
+    # pretend the first model knew fewer words: cut the embedding to the first generation's
+    text = CLIPTextModel.from_pretrained(first / "text_encoder")
+    n_old = M.build_bpe([w for w in W.vocabulary() if w not in M.LATER_WORDS], later=())[0]
+    old_rows = text.get_input_embeddings().weight[: len(n_old)].detach().clone()
+    text.resize_token_embeddings(len(n_old))
+    text.save_pretrained(first / "text_encoder")
+    out = tmp_path / "r2"
+    spec = "square:0.4,wide:0.15,tall:0.15,strip-wide:0.15,strip-tall:0.15"
+    train.main(
+        [*small, "--out", str(out), "--export", str(tmp_path / "second"), "--init", str(first)]
+        + ["--unet-steps", "6", "--buckets", spec, "--face-weight", "4", "--hat-weight", "2"]
+    )
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["init"]["token_rows"] == [len(n_old), len(M.token_vocab())]
+    assert set(state["buckets"]) == set(W.BUCKETS)
+    assert state["unet_steps_done"] == 6 and "vae_steps_done" in state
+    second = CLIPTextModel.from_pretrained(tmp_path / "second" / "text_encoder")
+    assert second.get_input_embeddings().weight.shape[0] == len(M.token_vocab())
+    rows = second.get_input_embeddings().weight[: len(n_old)]
+    assert torch.allclose(rows, old_rows, atol=0.05)  # trained on from the old rows
+    assert not torch.equal(rows, old_rows)

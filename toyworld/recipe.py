@@ -1,0 +1,154 @@
+"""The recipe of the shipped weights: ``python -m toyworld.train`` with no training options.
+
+The bundled model was made by several runs of the same script, one after the other, each
+continuing the last (a U-Net "extension" reopens a finished checkpoint with a new learning-
+rate cycle; the second generation starts a new run from the exported first one).  The
+stages below are those runs, in order, with the options they used; each is resumable (run
+the recipe again after an interruption: finished stages are skipped, an interrupted one
+continues from its checkpoint).  Runs are bounded by wall-clock minutes on the 2-core CPU
+they were made on; ``--device cuda`` runs the same stages with a GPU's batch sizes and
+budgets (not the same weights: the budgets are time, not steps).
+
+    python -m toyworld.train                       # every stage, CPU
+    python -m toyworld.train --stages 5-6          # only the second generation
+    python -m toyworld.train --device cuda         # on a GPU
+    python -m toyworld.train --dry-run             # print the stages' commands
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+RECIPE_OPTIONS = {"--device", "--stages", "--workers", "--threads", "--dry-run", "--export"}
+GEN1 = ".train/toyworld"
+GEN2 = ".train/toyworld-gen2"
+BUCKETS = "square:0.4,wide:0.15,tall:0.15,strip-wide:0.15,strip-tall:0.15"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # "train" or "finetune_decoder"
+    args: tuple[str, ...]
+    gpu_args: tuple[str, ...] = ()  # replaces the CPU-sized options on --device cuda
+    done_key: str = ""  # summary.json of the stage's run holds this when it is finished
+
+
+STAGES = (
+    Stage(
+        "1 VAE and U-Net from scratch",
+        "train",
+        ("--out", GEN1, "--budget-minutes", "118", "--data", "12000", "--batch", "48")
+        + ("--vae-lr", "1e-3", "--checkpoint-minutes", "10"),
+        ("--budget-minutes", "15", "--data", "96000", "--batch", "512", "--vae-batch", "256"),
+    ),
+    Stage(
+        "2 U-Net on more data",
+        "train",
+        ("--out", GEN1, "--data", "48000", "--batch", "48", "--lr", "4e-4")
+        + ("--checkpoint-minutes", "10", "--extend-minutes", "210"),
+        ("--data", "96000", "--batch", "512", "--extend-minutes", "20"),
+    ),
+    Stage(
+        "3 hat-weighted loss",
+        "train",
+        ("--out", GEN1, "--data", "48000", "--batch", "48", "--lr", "4e-4", "--hat-weight", "4")
+        + ("--checkpoint-minutes", "10", "--extend-minutes", "95"),
+        ("--data", "96000", "--batch", "512", "--extend-minutes", "10"),
+    ),
+    Stage(
+        "4 decoder fine-tune",
+        "finetune_decoder",
+        ("--minutes", "14", "--data", "12000"),
+        ("--minutes", "3", "--data", "48000", "--batch", "256"),
+    ),
+    Stage(
+        "5 second generation: facing, faces, aspect-ratio buckets",
+        "train",
+        ("--out", GEN2, "--init", "@export", "--data", "16000", "--batch", "32", "--lr", "4e-4")
+        + ("--budget-minutes", "88", "--reserve-minutes", "3", "--checkpoint-minutes", "10")
+        + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6"),
+        ("--data", "96000", "--batch", "512", "--budget-minutes", "15"),
+    ),
+)
+
+
+def is_recipe_call(argv: list[str]) -> bool:
+    """True when ``argv`` holds only recipe options (the defaults: the shipped recipe)."""
+    return all(a.split("=")[0] in RECIPE_OPTIONS for a in argv if a.startswith("--"))
+
+
+def _replace(args: tuple[str, ...], new: tuple[str, ...]) -> list[str]:
+    """``args`` with each option in ``new`` replaced by (or added as) its new value."""
+    out = list(args)
+    for i in range(0, len(new), 2):
+        if new[i] in out:
+            out[out.index(new[i]) + 1] = new[i + 1]
+        else:
+            out += [new[i], new[i + 1]]
+    return out
+
+
+def stage_argv(stage: Stage, opts: argparse.Namespace) -> list[str]:
+    args = list(stage.args)
+    if opts.device.startswith("cuda"):
+        args = _replace(stage.args, stage.gpu_args)
+    args = [str(opts.export) if a == "@export" else a for a in args]
+    if stage.module == "train":
+        args += ["--device", opts.device, "--export", str(opts.export), "--workers"]
+        args += [str(opts.workers)] + (["--threads", str(opts.threads)] if opts.threads else [])
+    else:
+        args += ["--device", opts.device, "--model", str(opts.export), "--workers"]
+        args.append(str(opts.workers))
+    return args
+
+
+def _parse_stages(spec: str) -> list[int]:
+    if spec == "all":
+        return list(range(1, len(STAGES) + 1))
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def main(argv: list[str]) -> None:
+    from comicgen.bundled import TOYWORLD_DIR
+
+    ap = argparse.ArgumentParser(prog="python -m toyworld.train", description=__doc__)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--stages", default="all", help="e.g. 5 or 1-3 (default: all)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--export", type=Path, default=TOYWORLD_DIR)
+    ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")
+    opts = ap.parse_args(argv)
+    from toyworld import finetune_decoder, train
+
+    for number in _parse_stages(opts.stages):
+        stage = STAGES[number - 1]
+        argv_i = stage_argv(stage, opts)
+        print(f"stage {stage.name}: python -m toyworld.{stage.module} {' '.join(argv_i)}")
+        if opts.dry_run:
+            continue
+        if stage.module == "train" and _finished(stage, argv_i):
+            print("  finished before; skipped", flush=True)
+            continue
+        (train.main if stage.module == "train" else finetune_decoder.main)(argv_i)
+
+
+def _finished(stage: Stage, argv: list[str]) -> bool:
+    """A stage whose run folder's summary records this very stage as done."""
+    out = Path(argv[argv.index("--out") + 1])
+    summary = out / "summary.json"
+    if not summary.is_file():
+        return False
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    ext = [e.get("minutes") for e in data.get("extensions") or []]
+    if "--extend-minutes" in argv:
+        return float(argv[argv.index("--extend-minutes") + 1]) in ext
+    return not ext and bool(data.get("unet_steps_done"))

@@ -1,0 +1,203 @@
+"""Training helpers shared by ``train``, ``finetune_decoder`` and ``evaluate``: the data
+renderer (process pool), progress lines, the learning-rate schedule, EMA, the VAE's losses
+and its one PSNR measure."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toyworld import model as M
+from toyworld import world as W
+
+BUCKET_INDEX_STRIDE = 10_000_000  # scene indices of bucket i start at i * this
+
+
+def parse_buckets(spec: str) -> dict[str, float]:
+    """``"square:0.4,wide:0.15"`` -> {"square": 0.4, "wide": 0.15} (shares normalised)."""
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, share = part.strip().partition(":")
+        if name not in W.BUCKETS:
+            raise SystemExit(f"--buckets: unknown bucket {name!r} (known: {', '.join(W.BUCKETS)})")
+        out[name] = float(share or 1.0)
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items()}
+
+
+def bucket_batch(bucket: str, batch: int) -> int:
+    """The batch size of ``bucket`` for a 64 x 64 batch of ``batch``: the same pixels per
+    batch (so every step costs about the same)."""
+    w, h = W.BUCKETS[bucket]
+    return max(1, round(batch * W.SIZE * W.SIZE / (w * h)))
+
+
+def render_data(
+    seed: int,
+    count: int,
+    workers: int,
+    variants: int = 8,
+    sheet_fraction: float = 0.15,
+    buckets: dict[str, float] | None = None,
+    hat_masks: bool = False,
+    face_masks: bool = False,
+    close_up: float | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Images, caption ids and part masks of the training set, per bucket (``count`` images
+    shared out by the buckets' shares; model sheets only in the square bucket)."""
+    buckets = buckets or {"square": 1.0}
+    jobs, owners = [], []
+    for name, share in buckets.items():
+        n = int(round(count * share))
+        base = list(W.BUCKETS).index(name) * BUCKET_INDEX_STRIDE
+        sheets = sheet_fraction if name == "square" else 0.0
+        for s in range(0, n, 500):
+            args = (seed, base + s, min(500, n - s), variants, sheets, hat_masks, name, face_masks)
+            jobs.append((*args, close_up))
+            owners.append(name)
+    t = time.time()
+    w = max(1, workers)
+    if w == 1:
+        parts = [M.data_chunk(*j) for j in jobs]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=w, mp_context=ctx) as ex:
+            parts = list(ex.map(M.data_chunk, *zip(*jobs, strict=False)))
+    out = {}
+    for name in buckets:
+        mine = [p for p, o in zip(parts, owners, strict=False) if o == name]
+        if not mine:
+            continue
+        masks = [p[2] for p in mine]
+        out[name] = (
+            np.concatenate([p[0] for p in mine]),
+            np.concatenate([p[1] for p in mine]),
+            np.concatenate(masks) if masks[0] is not None else None,
+        )
+    sizes = ", ".join(f"{k} {v[0].shape[0]}" for k, v in out.items())
+    print(
+        f"data: rendered {count} images ({sizes}) with {variants} captions each "
+        f"in {time.time() - t:.1f}s ({w} workers)",
+        flush=True,
+    )
+    return out
+
+
+class Log:
+    """Plain progress lines (for logs) plus a JSON-lines event log."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.last_print = 0.0
+
+    def event(self, **kw) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(kw) + "\n")
+
+    def line(self, text: str, force: bool = False, every: float = 20.0) -> None:
+        now = time.time()
+        if force or now - self.last_print >= every:
+            self.last_print = now
+            print(text, flush=True)
+
+
+def progress_bar(total: float, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="%",
+        disable=not sys.stderr.isatty(),
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}% [{elapsed}<{remaining}{postfix}]",
+    )
+
+
+def lr_at(progress: float, base: float, warmup: float = 0.03, floor: float = 0.05) -> float:
+    if progress < warmup:
+        return base * (0.1 + 0.9 * progress / warmup)
+    p = (progress - warmup) / max(1e-8, 1 - warmup)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def ema_update(ema, model, decay: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch._foreach_lerp_(
+            list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay
+        )
+
+
+def reconstruction_loss(rec, x):
+    """The VAE's image loss: L1 + MSE + 0.5 * L1 of the horizontal and vertical gradients
+    (edges).  Returns (loss, l1, mse)."""
+    l1 = (rec - x).abs().mean()
+    l2 = ((rec - x) ** 2).mean()
+    gx = ((rec[..., :, 1:] - rec[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])).abs().mean()
+    gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+    return l1 + l2 + 0.5 * (gx + gy), l1, l2
+
+
+def psnr(a, b) -> float:
+    """PSNR in dB of images in [-1, 1] (a training-time progress figure, not 8-bit)."""
+    mse = float(((a.float() - b.float()) ** 2).mean()) / 4.0
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def vae_psnr(vae, images=None, n: int = 256, seed: int = 999) -> float:
+    """The VAE's reconstruction PSNR (dB, on 8-bit images): of ``images`` (uint8 tensor or
+    array N x 3 x H x W) or else of ``n`` fresh renders (scenes and sheets, data set ``seed``)
+    - the one measure the model card, ``train`` and ``evaluate`` report."""
+    import torch
+
+    if images is None:
+        imgs = np.stack(
+            [np.asarray(W.render(W.sample_scene(W.scene_rng(seed, i)))) for i in range(n)]
+        )
+        images = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+    x = torch.as_tensor(images).float().cpu() / 127.5 - 1.0
+    param = next(vae.parameters())
+    recs = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], 64):
+            xb = x[i : i + 64].to(param.device, param.dtype)
+            recs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().cpu())
+    rec8 = ((torch.cat(recs).clamp(-1, 1) + 1) * 127.5).round()
+    mse = float(((rec8 - (x + 1) * 127.5) ** 2).mean())
+    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def encode_all(vae, images, autocast, batch: int = 512):
+    """Posterior means and standard deviations (float16) of uint8 images N x 3 x H x W."""
+    import torch
+
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch):
+            x = images[i : i + batch].float() / 127.5 - 1.0
+            with autocast():
+                d = vae.encode(x).latent_dist
+            means.append(d.mean.float().half())
+            stds.append(d.std.float().half())
+    return torch.cat(means), torch.cat(stds)
+
+
+def latent_scaling(vae, images, autocast) -> float:
+    """1 / std of the latents of (up to 2048 of) ``images``: the VAE's ``scaling_factor``."""
+    import torch
+
+    with torch.no_grad(), autocast():
+        x = images[: min(2048, images.shape[0])].float() / 127.5 - 1.0
+        z = torch.cat(
+            [vae.encode(x[i : i + 256]).latent_dist.mean.float() for i in range(0, x.shape[0], 256)]
+        )
+    return float(1.0 / z.std())
