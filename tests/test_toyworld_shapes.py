@@ -147,3 +147,17 @@ def test_training_starts_from_a_saved_pipeline_and_trains_buckets(tmp_path):
     rows = second.get_input_embeddings().weight[: len(n_old)]
     assert torch.allclose(rows, old_rows, atol=0.05)  # trained on from the old rows
     assert not torch.equal(rows, old_rows)
+
+
+def test_train_without_training_options_is_the_shipped_recipe(capsys):
+    from toyworld import recipe, train
+
+    train.main(["--dry-run"])
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
+    assert len(lines) == len(recipe.STAGES) >= 5
+    assert "--hat-weight 4" in lines[2] and "finetune_decoder" in lines[3]
+    assert "--init" in lines[4] and "--face-weight" in lines[4] and "strip-tall" in lines[4]
+    train.main(["--dry-run", "--device", "cuda", "--stages", "5"])
+    (gpu,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
+    assert "--device cuda" in gpu and "--batch 512" in gpu and "--batch 32" not in gpu
+    assert not recipe.is_recipe_call(["--device", "cpu", "--data", "48"])  # one custom run

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -96,13 +97,20 @@ def paint(
     return out
 
 
-def eval_scenes(n: int, seed: int, bucket: str = "square") -> list[tuple[W.Scene, str]]:
+def eval_scenes(
+    n: int, seed: int, bucket: str = "square", facing: bool = True
+) -> list[tuple[W.Scene, str]]:
+    """``n`` scenes of ``bucket`` and their full captions (``facing`` False: without the
+    "facing ..." words, as the first generation's captions were)."""
     key = f"evaluate:{seed}" if bucket == "square" else f"evaluate:{seed}:{bucket}"
     rng = random.Random(key)
     items = []
     for _ in range(n):
         scene = W.sample_scene(rng, sheet_fraction=0.0, bucket=bucket)
-        items.append((scene, W.caption(scene, rng, drop=0.0)))
+        text = W.caption(scene, rng, drop=0.0)
+        if not facing:
+            text = re.sub(r" facing \w+", "", text)
+        items.append((scene, text))
     return items
 
 
@@ -115,13 +123,14 @@ def adherence(
     batch: int = 16,
     guidance_rescale: float | None = None,
     bucket: str = "square",
+    facing: bool = True,
 ):
     """Per-attribute accuracy of painted panels read back (and ``once``: the share of panels
     where each character stands once); also the mean score by number of characters, the
     score with each character counted once (a panel with a second copy scores 0), the
     misread panels (image, caption and reading) and the hat errors by kind
     (:func:`hat_error`)."""
-    items = eval_scenes(n, seed, bucket)
+    items = eval_scenes(n, seed, bucket, facing)
     seeds = [seed * 100000 + i for i in range(n)]
     size = tuple(
         v * pipe.vae_scale_factor * pipe.unet.config.sample_size // W.SIZE
@@ -265,6 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--vae-samples", type=int, default=256)
+    ap.add_argument(
+        "--without-facing",
+        action="store_true",
+        help="captions without the 'facing ...' words (the first generation's captions; a "
+        "model that does not know the word reads it as an end token)",
+    )
     ap.add_argument("--grid", type=Path, default=None, help="also write the samples grid PNG here")
     ap.add_argument(
         "--failures", type=Path, default=None, help="write a grid of the first misread panels here"
@@ -280,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
 
         args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     run = (args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale)
-    acc, by_count, misread, hat_errors = adherence(pipe, args.samples, *run)
+    facing = not args.without_facing
+    acc, by_count, misread, hat_errors = adherence(pipe, args.samples, *run, facing=facing)
     dt = time.time() - t
     print(
         f"painted and read {args.samples} panels ({args.steps} steps, "
@@ -301,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         t = time.time()
         b_acc, b_count, b_misread, _ = adherence(
-            pipe, args.bucket_samples, *run[:4], args.guidance_rescale, bucket=name
+            pipe, args.bucket_samples, *run, bucket=name, facing=facing
         )
         buckets[name] = (b_count["once"], b_acc["once"], args.bucket_samples)
         misread += b_misread

@@ -224,11 +224,12 @@ def data_chunk(
     """Training data ``start .. start+count`` in the frame of ``bucket``: images (uint8
     N x H x W x 3), ``variants`` training captions per image as token ids (int32 N x
     variants x MAX_TOKENS) and, with ``hat_masks`` / ``face_masks``, the parts at latent
-    resolution (uint8 N x H/4 x W/4: bit ``HAT`` where a 4x4-pixel cell overlaps a hat,
-    bit ``FACE`` where it overlaps a face; else None).  Model sheets only in the square
-    bucket.  Deterministic per index (a
-    process-pool worker; no torch)."""
+    resolution (uint8 N x H/4 x W/4: bit ``HAT`` where a 4x4-pixel cell holds a pixel the
+    hats change, bit ``FACE`` where it overlaps a face's box; else None).  Model sheets
+    only in the square bucket.  Deterministic per index (a process-pool worker; no
+    torch)."""
     import random
+    from dataclasses import replace
 
     import numpy as np
 
@@ -247,8 +248,15 @@ def data_chunk(
         scene = W.sample_scene(W.scene_rng(seed, start + i), sheet_fraction, bucket, close_up)
         images[i] = np.asarray(W.render(scene))
         if masks is not None:
-            if hat_masks:
-                masks[i] |= W.cell_mask(scene, "hat", cell) * HAT
+            if hat_masks and any(c.hat != "none" for c in scene.characters):
+                # exactly where the hats change the picture: rendered again without them
+                bare = replace(
+                    scene, characters=tuple(replace(c, hat="none") for c in scene.characters)
+                )
+                diff = np.abs(images[i].astype(np.int16) - np.asarray(W.render(bare))).max(2) > 24
+                hh, ww = diff.shape
+                cells = diff.reshape(hh // cell, cell, ww // cell, cell).any(axis=(1, 3))
+                masks[i] |= cells.astype(np.uint8) * HAT
             if face_masks:
                 masks[i] |= W.cell_mask(scene, "face", cell) * FACE
         rng = random.Random(f"captions:{seed}:{start + i}")
