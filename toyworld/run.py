@@ -79,7 +79,8 @@ class Run:
             # an interrupted extension: finish its own budget (the run's total is spent)
             left = state["unet_budget"] - state.get("unet_elapsed", 0.0)
             print(f"resuming the U-Net extension: {left / 60:.1f} min left", flush=True)
-            return self.t_start + max(0.0, left) + args.reserve_minutes * 60
+            # the extension's own budget bounds the U-Net loop's time (not the setup's)
+            return float("inf")
         if args.extend_minutes > 0:
             if state.get("phase") != "done":
                 what = "extension" if extending else "checkpoint"
