@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from comicgen.infusion import CharacterRefs, FeatureCache, infused, position_box, reference_mask
-from comicgen.infusion.engine import _box_window
+from comicgen.infusion.geometry import box_window as _box_window
 from comicgen.settings import InfusionSettings, LayerWeights
 from tests.support.tiny import save_tiny_pipeline, tiny_pipeline
 
@@ -244,13 +244,15 @@ def test_regional_features_land_only_in_their_box():
     left = _block_delta(pipe, [character(position="left")], s, "up.1")
     h, w = left.shape
     assert left[:, : w // 2].sum() > 0
-    assert left[:, w // 2 :].abs().max() == 0.0  # nothing outside the left box
+    # nothing outside the left box (but float rounding: the panel rows ran in a batch with
+    # the reference rows, which changes the matrix kernels' blocking on some thread counts)
+    assert left[:, w // 2 :].abs().max() < 1e-5
     right = _block_delta(pipe, [character(position="right")], s, "up.1")
-    assert right[:, : w // 2].abs().max() == 0.0
+    assert right[:, : w // 2].abs().max() < 1e-5
     assert right[:, w // 2 :].sum() > 0
     # a box given as fractions wins over the position
     boxed = _block_delta(pipe, [character(position="left", box=(0.5, 0.5, 1.0, 1.0))], s, "up.1")
-    assert boxed[: h // 2].abs().max() == 0.0 and boxed[:, : w // 2].abs().max() == 0.0
+    assert boxed[: h // 2].abs().max() < 1e-5 and boxed[:, : w // 2].abs().max() < 1e-5
     # two characters: each changes its own side, with its own features
     both = _block_delta(
         pipe,

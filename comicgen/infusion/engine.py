@@ -19,24 +19,30 @@ block) are reused and the reference rows are not run again.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from comicgen.infusion.cache import FeatureCache
-from comicgen.infusion.refs import (
-    Box,
-    CharacterRefs,
-    align_views,
-    auto_boxes,
-    fit_reference,
-    frame_grid,
-    image_digest,
-    reference_mask,
+from comicgen.infusion.features import (
+    canonical,
+    combine,
+    mean_canonical,
+    placed,
+    seed_delta,
+    union_box,
+)
+from comicgen.infusion.prepare import Character, prepare_characters
+from comicgen.infusion.refs import CharacterRefs
+from comicgen.infusion.rows import (
+    alpha_bar,
+    fit_length,
+    from_x0,
+    pad_other_inputs,
+    per_row,
+    to_x0,
 )
 
 if TYPE_CHECKING:
@@ -58,21 +64,6 @@ class InfusionHandle:
     cache_hits: int = 0  # (character, step) feature sets taken from the cache
     cache_misses: int = 0  # (character, step) feature sets computed
     active: bool = False  # hooks were attached
-
-
-@dataclass
-class _Character:
-    refs: CharacterRefs
-    box: Box
-    latents: torch.Tensor  # [n, c, h, w], unet dtype
-    noise: torch.Tensor  # [n, c, h, w]
-    masks: torch.Tensor  # [n, 1, H, W] float, the character's region in the fitted canvas
-    frames: list  # per image: where the character is (centre, size, angle), canvas pixels
-    aspect: float  # width/height of the character's frame
-    embeds: torch.Tensor  # [1, L, D]
-    pooled: torch.Tensor | None  # [1, P] (SDXL)
-    key: tuple  # cache key prefix
-    masks_by_size: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -171,7 +162,7 @@ class Infuser:
         self._handles: list = []
         self._call: _Call | None = None
         self._execution_device = None
-        self.characters: list[_Character] = []
+        self.characters: list[Character] = []
         if self.blocks:
             self._prepare(refs)
 
@@ -185,154 +176,19 @@ class Infuser:
             )
         return self._execution_device
 
-    def _model_key(self) -> str:
-        return f"{getattr(self.pipe, 'name_or_path', '') or ''}#{id(self.unet)}"
-
-    def _scheduler_key(self) -> str:
-        sched = self.pipe.scheduler
-        config = json.dumps(dict(sched.config), sort_keys=True, default=str)
-        return type(sched).__name__ + ":" + hashlib.sha256(config.encode()).hexdigest()[:16]
-
     def _prepare(self, refs: list[CharacterRefs]) -> None:
-        s = self.settings
-        device, dtype = self._device(), self.unet.dtype
-        boxes = auto_boxes(refs)
-        for ref, box in zip(refs, boxes, strict=True):
-            desc = ref.description if s.reference_prompt == "description" else ""
-            noise_seed = self.seed if s.reference_seed is None else s.reference_seed
-            key = (
-                "features",
-                self._model_key(),
-                str(dtype),
-                ref.identity(),
-                desc,
-                self.height,
-                self.width,
-                self._scheduler_key(),
-                self.steps,
-                noise_seed,
-                s.reference_noise,
-                s.mode == "seed",
-                s.skips,
-            )
-            # the same character in a later panel: its masks, alignment, latents, noise and
-            # description embedding are those of the first (about 60 ms for 4 images)
-            prepared = self.cache.get(("prepared",) + key) if self.cache is not None else None
-            if prepared is None:
-                prepared = self._prepare_character(ref, desc, noise_seed, device, dtype)
-                if self.cache is not None:
-                    self.cache.put(("prepared",) + key, prepared)
-            latents, noise, masks, frames, aspect, embeds, pooled = prepared
-            self.characters.append(
-                _Character(
-                    refs=ref,
-                    box=box,
-                    latents=latents,
-                    noise=noise,
-                    masks=masks,
-                    frames=frames,
-                    aspect=aspect,
-                    embeds=embeds,
-                    pooled=pooled,
-                    key=key,
-                )
-            )
+        self.characters = prepare_characters(
+            self.pipe,
+            refs,
+            self.settings,
+            height=self.height,
+            width=self.width,
+            steps=self.steps,
+            seed=self.seed,
+            cache=self.cache,
+            device=self._device(),
+        )
         self.handle.reference_images = sum(len(c.refs.images) for c in self.characters)
-
-    def _prepare_character(self, ref: CharacterRefs, desc: str, noise_seed, device, dtype):
-        """(latents, noise, masks, frames, aspect, embeds, pooled) of one character."""
-        import numpy as np
-        import torch
-
-        s = self.settings
-        canvases, masks = [], []
-        for j, image in enumerate(ref.images):
-            given = ref.masks[j] if ref.masks is not None else None
-            if given is not None:
-                if given.size != image.size:
-                    raise ValueError(
-                        f"character {ref.name!r}: mask {j} is {given.size}, image is {image.size}"
-                    )
-                mask = np.asarray(given.convert("L"), dtype=np.float32) / 255.0
-            else:
-                mask = reference_mask(image)
-            canvas, full = fit_reference(image, mask, self.height, self.width)
-            if s.mode == "seed":
-                full = np.ones_like(full)
-            canvases.append(canvas)
-            masks.append(full)
-        latents = self._encode(canvases).to(device, dtype)
-        embeds, pooled = self._encode_prompt(desc)
-        noise = torch.stack(
-            [
-                self._noise(latents.shape[1:], noise_seed, ref.identity(), j)
-                for j in range(len(canvases))
-            ]
-        ).to(device, dtype)
-        if s.mode == "seed":
-            frames = [(self.width / 2, self.height / 2, self.width, self.height, 0.0)] * len(
-                canvases
-            )
-        else:
-            frames = align_views(np.stack(masks))
-        aspect = frames[0][2] / max(frames[0][3], 1e-3)
-        mask_tensor = torch.from_numpy(np.stack(masks))[:, None].to(device, torch.float32)
-        return latents, noise, mask_tensor, frames, aspect, embeds, pooled
-
-    def _noise(self, shape, seed: int, identity: str, index: int):
-        import torch
-
-        digest = hashlib.sha256(f"comicgen-infusion:{seed}:{identity}:{index}".encode()).digest()
-        generator = torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little"))
-        return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
-
-    def _encode(self, canvases) -> torch.Tensor:
-        """VAE latents of the fitted reference canvases (cached by model, pixels, size)."""
-        import numpy as np
-        import torch
-
-        vae = self.pipe.vae
-        device = self._device()
-        out = []
-        for canvas in canvases:
-            key = ("latent", f"{id(vae)}", image_digest(canvas), self.height, self.width)
-            cached = self.cache.get(key) if self.cache is not None else None
-            if cached is None:
-                pixels = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 127.5 - 1.0)
-                pixels = pixels.permute(2, 0, 1)[None].to(device)
-                upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-                original = vae.dtype
-                with torch.no_grad():
-                    if upcast:
-                        vae.to(torch.float32)
-                    try:
-                        dist = vae.encode(pixels.to(vae.dtype)).latent_dist
-                    finally:
-                        if upcast:
-                            vae.to(original)
-                    latent = dist.mean
-                    shift = vae.config.get("shift_factor", None)
-                    if shift is not None:
-                        latent = latent - shift
-                    cached = (latent * vae.config.scaling_factor)[0].float()
-                if self.cache is not None:
-                    self.cache.put(key, cached)
-            out.append(cached)
-        return torch.stack(out)
-
-    def _encode_prompt(self, text: str):
-        import torch
-
-        with torch.no_grad():
-            result = self.pipe.encode_prompt(
-                prompt=text,
-                device=self._device(),
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-            )
-        embeds = result[0]
-        pooled = result[2] if len(result) == 4 else None
-        return embeds, pooled
 
     # --- hooks -----------------------------------------------------------------------
     def attach(self) -> None:
@@ -391,18 +247,7 @@ class Infuser:
         return 1.0
 
     def _alpha_bar(self, t: float) -> float:
-        import math
-
-        alphas = getattr(self.pipe.scheduler, "alphas_cumprod", None)
-        if alphas is None:
-            raise ValueError(
-                f"{type(self.pipe.scheduler).__name__} has no alphas_cumprod; "
-                "use reference_noise: clean with this scheduler"
-            )
-        t = min(max(t, 0.0), len(alphas) - 1.0)
-        lo, hi = math.floor(t), math.ceil(t)
-        frac = t - lo
-        return float(alphas[lo]) * (1 - frac) + float(alphas[hi]) * frac
+        return alpha_bar(self.pipe.scheduler, t)
 
     def _pre_hook(self, module, args, kwargs):
         import torch
@@ -474,13 +319,13 @@ class Infuser:
         ehs = values["encoder_hidden_states"]
         ref_embeds = torch.cat(rows_embeds).to(ehs.device, ehs.dtype)
         if ref_embeds.shape[1] != ehs.shape[1]:
-            ref_embeds = _fit_length(ref_embeds, ehs.shape[1])
+            ref_embeds = fit_length(ref_embeds, ehs.shape[1])
         new = {
             "sample": torch.cat([sample, torch.cat(rows_sample)]),
             "timestep": torch.cat(
                 [
-                    _per_row(timestep, batch, device),
-                    torch.cat(rows_t).to(device, _per_row(timestep, batch, device).dtype),
+                    per_row(timestep, batch, device),
+                    torch.cat(rows_t).to(device, per_row(timestep, batch, device).dtype),
                 ]
             ),
             "encoder_hidden_states": torch.cat([ehs, ref_embeds]),
@@ -492,30 +337,8 @@ class Infuser:
             else:
                 kwargs[name] = new[name]
         # every other per-row input: repeat the last (conditional) row; residuals: zeros
-        for name, value in list(kwargs.items()):
-            if name in names:
-                continue
-            if name == "added_cond_kwargs" and value:
-                added = dict(value)
-                for k, v in added.items():
-                    if k == "text_embeds" and rows_pooled:
-                        added[k] = torch.cat([v, torch.cat(rows_pooled).to(v.device, v.dtype)])
-                    else:
-                        added[k] = _pad_rows(v, batch, extra)
-                kwargs[name] = added
-            elif name in (
-                "down_block_additional_residuals",
-                "mid_block_additional_residual",
-                "down_intrablock_additional_residuals",
-            ):
-                kwargs[name] = _pad_rows(value, batch, extra, zeros=True)
-            elif name in (
-                "class_labels",
-                "timestep_cond",
-                "attention_mask",
-                "encoder_attention_mask",
-            ):
-                kwargs[name] = _pad_rows(value, batch, extra)
+        pooled = torch.cat(rows_pooled) if rows_pooled else None
+        pad_other_inputs(kwargs, tuple(names), batch, extra, pooled)
         return tuple(args), kwargs
 
     def _post_hook(self, module, args, output):
@@ -556,23 +379,9 @@ class Infuser:
         rows_a = torch.full((x.shape[0], 1, 1, 1), a, device=x.device)
         if self.settings.reference_noise == "clean":
             rows_a[batch:] = self._alpha_bar(0.0)
-        ra, rb = rows_a.sqrt(), (1.0 - rows_a).sqrt()
-        if kind == "v_prediction":
-            x0 = ra * x - rb * o
-        elif kind == "sample":
-            x0 = o
-        else:
-            x0 = (x - rb * o) / ra
+        x0 = to_x0(kind, x, o, rows_a)
         new_x0 = self._infuse("out", x0, call, weight)[:batch]
-        xp = x[:batch]
-        sa, sb = a**0.5, (1.0 - a) ** 0.5
-        if kind == "v_prediction":
-            result = (sa * xp - new_x0) / sb
-        elif kind == "sample":
-            result = new_x0
-        else:
-            result = (xp - sa * new_x0) / sb
-        return result.to(out.dtype)
+        return from_x0(kind, x[:batch], new_x0, a).to(out.dtype)
 
     def _feature_names(self) -> list[str]:
         names = []
@@ -611,8 +420,13 @@ class Infuser:
         ch = self.characters[ci]
         key = ch.key + (call.step_key, name)
         if ci in call.rows:
-            rows = hidden[call.rows[ci]]
-            value = self._canonical(ch, rows)
+            value = canonical(
+                ch,
+                hidden[call.rows[ci]],
+                seed_mode=self.settings.mode == "seed",
+                width=self.width,
+                height=self.height,
+            )
             if self.cache is not None:
                 self.cache.put(key, value)
             return value
@@ -621,38 +435,18 @@ class Infuser:
             raise RuntimeError(f"infusion: features of {ch.refs.name!r} at {name} not cached")
         return value
 
-    def _masks_at(self, ch: _Character, h: int, w: int):
-        import torch.nn.functional as F
-
-        if (h, w) not in ch.masks_by_size:
-            ch.masks_by_size[(h, w)] = F.adaptive_avg_pool2d(ch.masks, (h, w))
-        return ch.masks_by_size[(h, w)]
-
-    def _canonical(self, ch: _Character, rows) -> tuple:
-        import torch
-        import torch.nn.functional as F
-
-        feats = rows.float()
-        n, c, h, w = feats.shape
-        if self.settings.mode == "seed":
-            mean = feats.mean(0)
-            return (
-                mean.to(rows.dtype),
-                torch.ones((1, h, w), device=rows.device, dtype=rows.dtype),
-            )
-        masks = self._masks_at(ch, h, w).to(feats.device)
-        grids = torch.stack([frame_grid(f, h, w, self.width, self.height) for f in ch.frames]).to(
-            feats.device
+    def _place(self, canon, cmask, box, aspect: float, h: int, w: int):
+        return placed(
+            canon,
+            cmask,
+            box,
+            aspect,
+            h,
+            w,
+            width=self.width,
+            height=self.height,
+            feather=self.settings.feather,
         )
-        crops = F.grid_sample(
-            feats, grids, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        mcrops = F.grid_sample(
-            masks, grids, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
-        total = mcrops.sum(0)
-        mean = (crops * mcrops).sum(0) / total.clamp_min(1e-4)
-        return (mean.to(rows.dtype), (total / n).to(rows.dtype))
 
     def _placed_features(self, ci: int, name: str, hidden, call: _Call, h: int, w: int):
         """Character ``ci``'s features placed into its box; with a cache, kept per (step,
@@ -665,27 +459,10 @@ class Infuser:
             if value is not None:
                 return value
         canon, cmask = self._character_features(ci, name, hidden, call)
-        value = self._placed(canon, cmask, ch.box, ch.aspect, h, w)
+        value = self._place(canon, cmask, ch.box, ch.aspect, h, w)
         if self.cache is not None:
             self.cache.put(key, value)
         return value
-
-    def _placed(self, canon, cmask, box: Box, aspect: float, h: int, w: int):
-        import torch.nn.functional as F
-
-        # Plain bilinear sampling, no averaging when shrinking: averaged latents and
-        # features lose the saturated colours that make the character (measured: identity
-        # 0.56 -> 0.41-0.42 with area averaging, mask-weighted or not).
-        rect = _fit_rect(box, aspect, self.width, self.height)
-        grid = _place_grid(rect, h, w).to(canon.device)[None]
-        feats = F.grid_sample(
-            canon[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        mask = F.grid_sample(
-            cmask[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
-        window = _box_window(box, h, w, self.settings.feather).to(canon.device)
-        return feats, (mask * window).clamp(0.0, 1.0)
 
     def _infuse(self, name: str, hidden, call: _Call, weight: float):
         import torch
@@ -697,155 +474,31 @@ class Infuser:
         rows = slice(batch // 2, batch) if (self.cfg and s.cfg == "cond") else slice(0, batch)
         target = panel[rows].float()
         strengths = [ch.refs.strength for ch in self.characters]
-
-        if s.mode != "regional":  # regional places each character from its own cache entry
+        if s.mode == "regional":  # each character placed from its own cache entry
+            placements = [
+                self._placed_features(ci, name, hidden, call, h, w)
+                for ci in range(len(self.characters))
+            ]
+            updated = combine(s.combine, target, placements, strengths, weight)
+        else:
             feats = [
                 self._character_features(ci, name, hidden, call)
                 for ci in range(len(self.characters))
             ]
-        if s.mode == "seed":
-            delta = sum(st * f[0].float() for st, f in zip(strengths, feats, strict=True))
-            delta = delta / len(feats)
-            updated = target + weight * delta[None]
-        else:
-            if s.mode == "mean":
-                total = sum(st * f[1].float() for st, f in zip(strengths, feats, strict=True))
-                canon = sum(
-                    st * f[1].float() * f[0].float() for st, f in zip(strengths, feats, strict=True)
-                )
-                canon = canon / total.clamp_min(1e-4)
-                cmask = total / sum(strengths)
-                boxes = [ch.box for ch in self.characters]
-                box = (
-                    min(b[0] for b in boxes),
-                    min(b[1] for b in boxes),
-                    max(b[2] for b in boxes),
-                    max(b[3] for b in boxes),
-                )
+            if s.mode == "seed":
+                updated = seed_delta(target, feats, strengths, weight)
+            else:  # mean: one map over the union of the boxes
+                canon, cmask = mean_canonical(feats, strengths)
+                box = union_box([ch.box for ch in self.characters])
                 aspect = sum(ch.aspect for ch in self.characters) / len(self.characters)
-                placed = [self._placed(canon, cmask, box, aspect, h, w)]
-                amounts = [sum(strengths) / len(strengths)]
-            else:
-                placed = [
-                    self._placed_features(ci, name, hidden, call, h, w)
-                    for ci in range(len(self.characters))
-                ]
-                amounts = strengths
-            if s.combine == "blend":
-                ks = [weight * a * m for a, (_, m) in zip(amounts, placed, strict=True)]
-                total = sum(ks)
-                norm = total.clamp_min(1.0)
-                change = sum(k / norm * (p - target) for k, (p, _) in zip(ks, placed, strict=True))
-                updated = target + change
-            elif s.combine == "adain":
-                # move the panel's per-channel mean and spread inside the mask to the
-                # reference's: its colours and textures, not its noise or layout
-                ks, styled = [], []
-                for a, (p, m) in zip(amounts, placed, strict=True):
-                    area = m.sum((2, 3), keepdim=True).clamp_min(1e-4)
-                    mu_r = (p * m).sum((2, 3), keepdim=True) / area
-                    sd_r = (((p - mu_r) ** 2 * m).sum((2, 3), keepdim=True) / area).sqrt()
-                    mu_p = (target * m).sum((2, 3), keepdim=True) / area
-                    sd_p = (((target - mu_p) ** 2 * m).sum((2, 3), keepdim=True) / area).sqrt()
-                    styled.append((target - mu_p) / sd_p.clamp_min(1e-5) * sd_r + mu_r)
-                    ks.append(weight * a * m)
-                norm = sum(ks).clamp_min(1.0)
-                change = sum(k / norm * (t - target) for k, t in zip(ks, styled, strict=True))
-                updated = target + change
-            else:  # add, magnitude-matched per channel inside the character's mask
-                change = 0
-                for a, (p, m) in zip(amounts, placed, strict=True):
-                    area = m.sum().clamp_min(1e-4)
-                    rms_panel = ((target**2 * m).sum((2, 3), keepdim=True) / area).sqrt()
-                    rms_ref = ((p**2 * m).sum((2, 3), keepdim=True) / area).sqrt()
-                    gain = rms_panel / rms_ref.clamp_min(1e-6)
-                    change = change + weight * a * m * gain * p
-                updated = target + change
+                placements = [self._place(canon, cmask, box, aspect, h, w)]
+                amount = sum(strengths) / len(strengths)
+                updated = combine(s.combine, target, placements, [amount], weight)
         new_panel = panel.clone()
         new_panel[rows] = updated.to(panel.dtype)
         if call.rows:
             return torch.cat([new_panel, hidden[batch:]])
         return new_panel
-
-
-# --- geometry helpers ------------------------------------------------------------------
-def _fit_rect(box: Box, aspect: float, width: int, height: int) -> Box:
-    """The largest rectangle of pixel ``aspect`` inside ``box``: centred, standing on its bottom."""
-    bx0, by0, bx1, by1 = box
-    bw, bh = (bx1 - bx0) * width, (by1 - by0) * height
-    if bw / bh > aspect:  # box wider than the character
-        rw, rh = bh * aspect, bh
-    else:
-        rw, rh = bw, bw / aspect
-    cx = (bx0 + bx1) / 2
-    rx0, rx1 = cx - rw / width / 2, cx + rw / width / 2
-    return (rx0, by1 - rh / height, rx1, by1)
-
-
-def _place_grid(rect: Box, h: int, w: int):
-    """grid_sample grid [h, w, 2] mapping panel cells to canonical coordinates of ``rect``."""
-    import torch
-
-    x0, y0, x1, y1 = rect
-    us = (torch.arange(w, dtype=torch.float32) + 0.5) / w
-    vs = (torch.arange(h, dtype=torch.float32) + 0.5) / h
-    gx = (us - x0) / max(x1 - x0, 1e-6) * 2 - 1
-    gy = (vs - y0) / max(y1 - y0, 1e-6) * 2 - 1
-    gy, gx = torch.meshgrid(gy, gx, indexing="ij")
-    return torch.stack([gx, gy], dim=-1)
-
-
-def _box_window(box: Box, h: int, w: int, feather: float):
-    """Soft window [1, 1, h, w]: 0 outside ``box``, ramping up to 1 over ``feather`` of its
-    size inside it (cell centres are sampled, so at low resolution the ramp may be one step).
-
-    Box edges on the frame's edge are not feathered (the box goes on beyond the frame).
-    """
-    import torch
-
-    x0, y0, x1, y1 = box
-    us = (torch.arange(w, dtype=torch.float32) + 0.5) / w
-    vs = (torch.arange(h, dtype=torch.float32) + 0.5) / h
-    fx = max(feather * (x1 - x0), 1e-3)
-    fy = max(feather * (y1 - y0), 1e-3)
-    inf_x, inf_y = torch.full_like(us, float("inf")), torch.full_like(vs, float("inf"))
-    dx = torch.minimum(us - x0 if x0 > 0 else inf_x, x1 - us if x1 < 1 else inf_x)
-    dy = torch.minimum(vs - y0 if y0 > 0 else inf_y, y1 - vs if y1 < 1 else inf_y)
-    wx = (dx / fx).clamp(0, 1)
-    wy = (dy / fy).clamp(0, 1)
-    return (wy[:, None] * wx[None, :])[None, None]
-
-
-def _per_row(timestep, batch: int, device):
-    import torch
-
-    if not isinstance(timestep, torch.Tensor):
-        timestep = torch.tensor(timestep, device=device)
-    if timestep.ndim == 0 or timestep.numel() == 1:
-        return timestep.reshape(1).to(device).expand(batch)
-    return timestep.to(device)
-
-
-def _fit_length(embeds, length: int):
-    import torch
-
-    if embeds.shape[1] > length:
-        return embeds[:, :length]
-    pad = embeds[:, -1:].expand(-1, length - embeds.shape[1], -1)
-    return torch.cat([embeds, pad], dim=1)
-
-
-def _pad_rows(value: Any, batch: int, extra: int, zeros: bool = False):
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        if value.ndim == 0 or value.shape[0] != batch:
-            return value
-        rows = torch.zeros_like(value[:1]) if zeros else value[-1:]
-        return torch.cat([value, rows.expand(extra, *value.shape[1:])])
-    if isinstance(value, (list, tuple)):
-        return type(value)(_pad_rows(v, batch, extra, zeros) for v in value)
-    return value
 
 
 _CALL = inspect.signature(Infuser.__init__)  # the one signature of an infused call

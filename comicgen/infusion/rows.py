@@ -1,0 +1,104 @@
+"""The U-Net's inputs with reference rows appended, and the noise-schedule arithmetic."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# per-row inputs repeated from the panel's last (conditional) row for the reference rows
+REPEATED = ("class_labels", "timestep_cond", "attention_mask", "encoder_attention_mask")
+# ControlNet / T2I residuals: the reference rows get zeros
+RESIDUALS = (
+    "down_block_additional_residuals",
+    "mid_block_additional_residual",
+    "down_intrablock_additional_residuals",
+)
+
+
+def alpha_bar(scheduler, t: float) -> float:
+    """ᾱ at (fractional) timestep ``t``, interpolated in the scheduler's table."""
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if alphas is None:
+        raise ValueError(
+            f"{type(scheduler).__name__} has no alphas_cumprod; "
+            "use reference_noise: clean with this scheduler"
+        )
+    t = min(max(t, 0.0), len(alphas) - 1.0)
+    lo, hi = math.floor(t), math.ceil(t)
+    frac = t - lo
+    return float(alphas[lo]) * (1 - frac) + float(alphas[hi]) * frac
+
+
+def to_x0(kind: str, x, out, rows_a):
+    """The denoised latent a U-Net output implies (``rows_a``: ᾱ per row)."""
+    ra, rb = rows_a.sqrt(), (1.0 - rows_a).sqrt()
+    if kind == "v_prediction":
+        return ra * x - rb * out
+    if kind == "sample":
+        return out
+    return (x - rb * out) / ra
+
+
+def from_x0(kind: str, x, x0, a: float):
+    """The U-Net output (ε, v or the sample) that implies ``x0`` at ᾱ = ``a``."""
+    sa, sb = a**0.5, (1.0 - a) ** 0.5
+    if kind == "v_prediction":
+        return (sa * x - x0) / sb
+    if kind == "sample":
+        return x0
+    return (x - sa * x0) / sb
+
+
+def pad_other_inputs(kwargs: dict, skip: tuple, batch: int, extra: int, pooled) -> None:
+    """Every per-row U-Net input beyond ``skip`` extended by ``extra`` rows, in place:
+    repeated from the last (conditional) row; residuals zero; SDXL's ``text_embeds`` from
+    ``pooled`` (the references' descriptions) when given."""
+    import torch
+
+    for name, value in list(kwargs.items()):
+        if name in skip:
+            continue
+        if name == "added_cond_kwargs" and value:
+            added = dict(value)
+            for k, v in added.items():
+                if k == "text_embeds" and pooled is not None:
+                    added[k] = torch.cat([v, pooled.to(v.device, v.dtype)])
+                else:
+                    added[k] = pad_rows(v, batch, extra)
+            kwargs[name] = added
+        elif name in RESIDUALS:
+            kwargs[name] = pad_rows(value, batch, extra, zeros=True)
+        elif name in REPEATED:
+            kwargs[name] = pad_rows(value, batch, extra)
+
+
+def per_row(timestep, batch: int, device):
+    import torch
+
+    if not isinstance(timestep, torch.Tensor):
+        timestep = torch.tensor(timestep, device=device)
+    if timestep.ndim == 0 or timestep.numel() == 1:
+        return timestep.reshape(1).to(device).expand(batch)
+    return timestep.to(device)
+
+
+def fit_length(embeds, length: int):
+    import torch
+
+    if embeds.shape[1] > length:
+        return embeds[:, :length]
+    pad = embeds[:, -1:].expand(-1, length - embeds.shape[1], -1)
+    return torch.cat([embeds, pad], dim=1)
+
+
+def pad_rows(value: Any, batch: int, extra: int, zeros: bool = False):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0 or value.shape[0] != batch:
+            return value
+        rows = torch.zeros_like(value[:1]) if zeros else value[-1:]
+        return torch.cat([value, rows.expand(extra, *value.shape[1:])])
+    if isinstance(value, (list, tuple)):
+        return type(value)(pad_rows(v, batch, extra, zeros) for v in value)
+    return value
