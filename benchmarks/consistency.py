@@ -1,25 +1,35 @@
-"""Character consistency on the bundled model: does Infusion carry a character's identity?
+"""Character consistency, second version: does Infusion keep a character *and* let it act?
 
 Every panel shows a toy-world character whose identity the prompt does **not** state: the
-prompt says only "a character" (plus expression, position, shot, sky, ground and prop),
-so its body shape, colour, hat and pattern can only come from its reference sheet. The
-toy world's attribute reader reads each panel back, and the benchmark prints, per method:
+prompt says "a character looking ⟨expression⟩ [facing ⟨side⟩] ⟨position⟩, ⟨shot⟩, ⟨sky⟩
+sky, ⟨ground⟩, ⟨prop⟩", so its shape, colour, hat, pattern and scarf can only come from
+its reference sheet. The references are views of the sheet with **other** expressions
+(and facings) than the panel asks, so a method that pastes its sheet is caught: it keeps
+the identity but loses the expression. Facing is asked only when the toy world's
+captions name it (``world.character_clause`` says something for ``look``); until then
+it is not scored. The toy world's reader reads each panel back. Scores per method:
 
-- identity match: the fraction of panels whose character has the reference's pattern,
-  colour, shape and hat (each, their mean, and all four at once; scarf for information);
-- prompt adherence: the fraction of panels whose sky, ground and prop are the prompt's.
+- identity: pattern, colour, shape, hat (mean of the four = ``identity``), all four at
+  once (``all4``), scarf for information;
+- character adherence: expression, facing, position (the character is read at the asked
+  place) and size (its figure's width fits the shot's) — ``character`` is their mean;
+- scene adherence: sky, ground, prop (``scene``);
+- story consistency (``story``): one character over a 6-panel story (different
+  expressions, places, shots and scenes): the fraction of panel pairs whose read
+  characters agree on every identity attribute (shape, colour, hat, pattern, scarf);
+- two and three characters per panel (three: wide shots), each side against its own sheet.
 
-Methods: plain text-to-image (chance level), img2img from the front view of the sheet at
-strength 0.5 and 0.75 (the baseline Infusion was proposed against), Infusion at several
-weights and layer choices, the original (``mode: seed``) method, and regional Infusion
-with two characters (each side read and compared with its own character).
+Seeds: a tuning split (what defaults are chosen on) and a report split (what is
+published); ``--split`` picks one. Methods: plain, img2img from the first reference at
+0.5 / 0.75, ``mode: seed``, today's defaults, attention-level infusion (alone and with
+the output level) and variants; the ``truth`` row scores the toy world's own render of
+each prompt (the reader's ceiling).
 
-Run it from the repository root (about 15 minutes on 2 CPU cores)::
+    python benchmarks/consistency.py --split report              # the published table
+    python benchmarks/consistency.py --panels 4 --steps 8 --methods plain,infused
 
-    python benchmarks/consistency.py            # 48 seeds, every method
-    python benchmarks/consistency.py --seeds 12 --methods plain,infused
-
-The last line is ``identity_match infused=X plain=Y prompt_adherence infused=Z plain=W``.
+The last line is ``identity_match infused=X plain=Y character_adherence infused=A plain=B
+prompt_adherence infused=Z plain=W`` (prompt adherence: the scene's sky, ground, prop).
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,51 +48,121 @@ if str(ROOT) not in sys.path:
 
 MODEL = ROOT / "comicgen" / "bundled" / "toyworld"
 IDENTITY = ("pattern", "color", "shape", "hat")
+STORY_ATTRS = ("shape", "color", "hat", "pattern", "scarf")
+CHARACTER = ("expression", "facing", "position", "size")
 SCENE = ("sky", "ground", "prop")
-VIEWS = ("front", "look-left", "look-right")  # reference images per character
+SPLITS = {"tune": 2024, "report": 7001}  # base seeds: defaults are chosen on "tune" only
+REFERENCES = 3  # reference views per character
+SIZE_RANGE = (0.65, 1.25)  # figure width / the shot's body size that counts as the right size
 
 
 @dataclass
 class Panel:
     seed: int
     prompt: str
-    characters: list  # world.Character, one or two
+    characters: list  # world.Character as asked (expression, look), one to three
     positions: list[str]
     shot: str
     sky: str
     ground: str
     prop: str
+    references: list = field(default_factory=list)  # per character: its reference views
+    story: int = -1  # story index (story panels only)
 
 
-def make_panels(n: int, two: bool, base_seed: int = 2024) -> list[Panel]:
+def facing_phrase(look: int) -> str | None:
+    """What the toy world's captions say for a facing (``look``), or None when they do not
+    name it (then the benchmark neither asks nor scores facing)."""
     from toyworld import world as W
 
-    panels = []
+    base = W.character_clause(W.Character(), None)
+    other = W.character_clause(replace(W.Character(), look=look), None)
+    if other == base:
+        return None
+    words = [w for w in other.split() if w not in base.split()]
+    return " ".join(words) or None
+
+
+def facing_supported() -> bool:
+    return facing_phrase(-1) is not None and facing_phrase(1) is not None
+
+
+def reference_views(ch, rng: random.Random) -> list:
+    """``REFERENCES`` sheet views of ``ch`` whose expression (and facing, when asked)
+    differ from the asked ones."""
+    from toyworld import world as W
+
+    views = [v.characters[0] for _, v in W.sheet_views(ch)]
+    others = [
+        v for v in views if v.expression != ch.expression and (ch.look == 0 or v.look != ch.look)
+    ]
+    rng.shuffle(others)
+    return others[:REFERENCES]
+
+
+def _clause(ch, position: str, facing: bool) -> str:
+    from toyworld import world as W
+
+    words = [f"a character looking {ch.expression}"]
+    if facing and ch.look != 0:
+        words.append(facing_phrase(ch.look))
+    words.append(W.POSITION_PHRASE[position])
+    return " ".join(words)
+
+
+def make_panel(rng: random.Random, seed: int, count: int, index: int, ch=None) -> Panel:
+    from toyworld import world as W
+
+    facing = facing_supported()
+    if count == 3:
+        shot, positions = "wide", ["left", "center", "right"]
+    elif count == 2:
+        shot, positions = W.SHOTS[index % 2], ["left", "right"]
+    else:
+        shot, positions = W.SHOTS[index % 2], [W.POSITIONS[(index // 2) % 3]]
+    chars = []
+    for _ in range(count):
+        base = ch if ch is not None else W.sample_character(rng)
+        while ch is None and any(c.color == base.color for c in chars):  # tell them apart
+            base = W.sample_character(rng)
+        look = rng.choice((-1, 1)) if facing else 0
+        chars.append(replace(base, expression=rng.choice(W.EXPRESSIONS), look=look))
+    sky = rng.choice(list(W.SKIES))
+    ground = rng.choice(list(W.GROUNDS))
+    prop = "none" if count == 3 else rng.choice(W.PROPS)  # three fill a wide shot
+    clauses = [_clause(c, p, facing) for c, p in zip(chars, positions, strict=True)]
+    clauses += [W.SHOT_PHRASE[shot], f"{sky} sky", ground, W.PROP_PHRASE[prop]]
+    refs = [reference_views(c, rng) for c in chars]
+    return Panel(seed, ", ".join(clauses), chars, positions, shot, sky, ground, prop, refs)
+
+
+def make_panels(n: int, count: int, split: str) -> list[Panel]:
+    base = SPLITS[split]
+    out = []
     for i in range(n):
-        rng = random.Random(f"consistency:{base_seed}:{two}:{i}")
-        shot = W.SHOTS[i % 2]
-        if two:
-            positions = ["left", "right"]
-            first = W.sample_character(rng)
-            second = W.sample_character(rng)
-            while second.color == first.color:  # tell the two apart
-                second = W.sample_character(rng)
-            chars = [first, second]
-        else:
-            positions = [W.POSITIONS[(i // 2) % 3]]
-            chars = [W.sample_character(rng)]
-        sky = rng.choice(list(W.SKIES))
-        ground = rng.choice(list(W.GROUNDS))
-        prop = rng.choice(W.PROPS)
-        clauses = [
-            f"a character looking {c.expression} {W.POSITION_PHRASE[p]}"
-            for c, p in zip(chars, positions, strict=True)
-        ]
-        clauses += [W.SHOT_PHRASE[shot], f"{sky} sky", ground, W.PROP_PHRASE[prop]]
-        panels.append(
-            Panel(1000 + i, ", ".join(clauses), chars, positions, shot, sky, ground, prop)
-        )
-    return panels
+        rng = random.Random(f"consistency2:{base}:{count}:{i}")
+        out.append(make_panel(rng, base + 1000 * count + i, count, i))
+    return out
+
+
+def make_stories(n: int, split: str, length: int = 6) -> list[Panel]:
+    """``n`` stories of ``length`` panels, one character each (panels of a story differ in
+    expression, facing, place, shot and scene; their references are the same sheet)."""
+    from toyworld import world as W
+
+    base = SPLITS[split]
+    out = []
+    for s in range(n):
+        rng = random.Random(f"consistency2-story:{base}:{s}")
+        ch = W.sample_character(rng)
+        refs = reference_views(replace(ch, expression="happy", look=0), rng)
+        for i in range(length):
+            panel = make_panel(rng, base + 50_000 + 100 * s + i, 1, i + s, ch=ch)
+            # the story's sheet, whatever the panel asks (so a pasted face shows)
+            panel.references = [refs]
+            panel.story = s
+            out.append(panel)
+    return out
 
 
 def toy_box(shot: str, positions: list[str], index: int) -> tuple[float, float, float, float]:
@@ -96,16 +176,16 @@ def toy_box(shot: str, positions: list[str], index: int) -> tuple[float, float, 
     return (max(0.0, x0), max(0.0, top / W.SIZE), min(1.0, x1), min(1.0, feet / W.SIZE))
 
 
-_SHEETS: dict = {}
+_VIEWS: dict = {}
 
 
-def sheet_images(ch) -> list:
+def view_image(view):
     from toyworld import world as W
 
-    if ch not in _SHEETS:
-        views = dict(W.sheet_views(ch))
-        _SHEETS[ch] = [W.render(views[v], W.SIZE) for v in VIEWS]
-    return _SHEETS[ch]
+    if view not in _VIEWS:
+        scene = W.Scene(kind="sheet", characters=(view,), positions=("center",))
+        _VIEWS[view] = W.render(scene, W.SIZE)
+    return _VIEWS[view]
 
 
 def character_refs(panel: Panel, placement: str):
@@ -114,33 +194,62 @@ def character_refs(panel: Panel, placement: str):
 
     refs = []
     for i, (ch, pos) in enumerate(zip(panel.characters, panel.positions, strict=True)):
+        views = panel.references[i]
         box = toy_box(panel.shot, panel.positions, i) if placement == "box" else None
+        if box is None and len(panel.characters) == 3:
+            box = toy_box(panel.shot, panel.positions, i)  # position_box has no 3-wide slots
         refs.append(
             CharacterRefs(
                 name=f"c{i}",
-                images=sheet_images(ch),
+                images=[view_image(v) for v in views],
                 masks=None,
                 description=W.describe(ch, color=False, shape=False, hat=False),
                 position=pos,
                 box=box,
-                key=f"{ch}",
+                key=f"{ch.identity()}:{[(v.expression, v.look) for v in views]}",
             )
         )
     return refs
 
 
-def score(image, panel: Panel) -> dict[str, list[float]]:
+def truth_image(panel: Panel):
+    from toyworld import world as W
+
+    slots = W.prop_slots(panel.shot, tuple(panel.positions)) or [32.0]
+    scene = W.Scene(
+        characters=tuple(panel.characters),
+        positions=tuple(panel.positions),
+        sky=panel.sky,
+        ground=panel.ground,
+        prop=panel.prop,
+        prop_x=slots[0],
+        shot=panel.shot,
+    )
+    return W.render(scene)
+
+
+def score(image, panel: Panel, facing: bool) -> tuple[dict[str, list[float]], list]:
+    """Scores of one panel, and the identity tuples read (for story consistency)."""
     from toyworld import reader
+    from toyworld import world as W
 
     reading = reader.read(image)
     out: dict[str, list[float]] = {}
     for k in SCENE:
         out.setdefault(k, []).append(float(getattr(reading, k) == getattr(panel, k)))
-    for ch, pos in zip(panel.characters, panel.positions, strict=True):
-        got = reading.character(pos)
-        if got is None and len(panel.characters) == 1 and reading.characters:
+    count = len(panel.characters)
+    if count == 3:
+        slots = reader.read_at(image, panel.shot, tuple(panel.positions))
+        found = [got for got, width in slots]
+    else:
+        found = [reading.character(p) for p in panel.positions]
+    identities = []
+    for i, (ch, pos) in enumerate(zip(panel.characters, panel.positions, strict=True)):
+        got = found[i]
+        at_place = got is not None
+        if got is None and count == 1 and reading.characters:
             got = reading.characters[0]  # one character, seen elsewhere: still read it
-        side = f"{pos}:" if len(panel.characters) > 1 else ""
+        side = f"{pos}:" if count > 1 else ""
         hits = []
         for k in (*IDENTITY, "scarf"):
             ok = got is not None and getattr(got, k) == getattr(ch, k)
@@ -148,117 +257,234 @@ def score(image, panel: Panel) -> dict[str, list[float]]:
             if k in IDENTITY:
                 hits.append(ok)
         out.setdefault(side + "all4", []).append(float(all(hits)))
-    return out
+        identities.append(None if got is None else tuple(getattr(got, k) for k in STORY_ATTRS))
+        expr = got is not None and got.expression == ch.expression
+        out.setdefault(side + "expression", []).append(float(expr))
+        if facing:
+            look = got is not None and getattr(got, "facing", None) == W.FACINGS[ch.look + 1]
+            out.setdefault(side + "facing", []).append(float(look))
+        if count == 1:
+            out.setdefault("position", []).append(float(at_place))
+            ((_, width),) = reader.read_at(image, panel.shot, (pos,))
+            body = W.layout(panel.shot, (pos,))[0][1]
+            lo, hi = SIZE_RANGE
+            out.setdefault("size", []).append(float(lo <= width / body <= hi))
+    return out, identities
+
+
+def story_consistency(identities: dict[int, list]) -> float:
+    """Mean over stories of the fraction of panel pairs that agree on every identity
+    attribute (a panel where no character was read agrees with none)."""
+    rates = []
+    for seen in identities.values():
+        pairs = [(a, b) for i, a in enumerate(seen) for b in seen[i + 1 :]]
+        if pairs:
+            rates.append(sum(a is not None and a == b for a, b in pairs) / len(pairs))
+    return sum(rates) / len(rates) if rates else float("nan")
 
 
 @dataclass
 class Method:
     name: str
-    kind: str  # "plain", "img2img", "infusion"
+    kind: str  # "plain", "img2img", "infusion", "truth"
     strength: float = 0.0
     settings: dict | None = None
     placement: str = "position"  # "position" or "box" (the toy world's own layout)
-    two: bool = False
+    count: int = 1  # characters per panel
+    story: bool = False  # also run the 6-panel stories
+
+
+ATTENTION = {"levels": ["attention"], "attention": {"weight": 1.0}}
+ATTENTION_OUT = {"levels": ["attention", "out"], "layers": {"down": [0.0], "mid": 0.0, "up": [0.0]}}
 
 
 def methods() -> list[Method]:
     """Every method of the table (names are what --methods selects)."""
     seed_layers = {"down": [0.3], "mid": 0.3, "up": [0.3, 0.3, 0.3], "out": 0.0}
-    blocks_up = {"down": [0.0], "mid": 0.0, "up": [0.5, 0.5, 0.0], "out": 0.0}
     out_only = {"down": [0.0], "mid": 0.0, "up": [0.0], "out": 1.0}
     return [
-        Method("plain", "plain"),
+        Method("truth", "truth", story=True),
+        Method("plain", "plain", story=True),
         Method("img2img-0.5", "img2img", strength=0.5),
         Method("img2img-0.75", "img2img", strength=0.75),
-        Method(
-            "seed-0.3", "infusion", settings={"mode": "seed", "layers": seed_layers, "skips": False}
-        ),
-        Method("infused", "infusion", settings={}),
-        Method("infused-box", "infusion", settings={}, placement="box"),
-        Method("w0.5", "infusion", settings={"weight": 0.5}),
-        Method("cutoff-0.8", "infusion", settings={"schedule": "cutoff", "cutoff": 0.8}),
-        Method("skips", "infusion", settings={"skips": True}),
+        Method("seed-0.3", "infusion", settings={"mode": "seed", "layers": seed_layers}),
+        Method("infused", "infusion", settings={}, story=True),
         Method("out-only", "infusion", settings={"layers": out_only}),
-        Method("blocks-up", "infusion", settings={"layers": blocks_up, "schedule": "decay"}),
-        Method("plain-2", "plain", two=True),
-        Method("regional-2", "infusion", settings={}, two=True),
-        Method("mean-2", "infusion", settings={"mode": "mean"}, two=True),
+        Method("out-0.5", "infusion", settings={"layers": {**out_only, "out": 0.5}}),
+        Method("attention", "infusion", settings=ATTENTION, story=True),
+        Method("attention-2x", "infusion", settings={**ATTENTION, "attention": {"weight": 2.0}}),
+        Method("attention+out", "infusion", settings=ATTENTION_OUT, story=True),
+        Method("plain-2", "plain", count=2),
+        Method("regional-2", "infusion", settings={}, count=2),
+        Method("attention-2", "infusion", settings=ATTENTION, count=2),
+        Method("plain-3", "plain", count=3),
+        Method("regional-3", "infusion", settings={}, count=3),
+        Method("attention-3", "infusion", settings=ATTENTION, count=3),
     ]
 
 
-def run_method(pipe, method: Method, panels: list[Panel], args, cache) -> dict[str, float]:
+def paint(pipe, img2img, method: Method, panel: Panel, args, cache):
     import torch
 
     from comicgen.infusion import infused
     from comicgen.settings import InfusionSettings
 
-    totals: dict[str, list[float]] = {}
     size = 64
     kw = dict(height=size, width=size, num_inference_steps=args.steps, guidance_scale=args.guidance)
     rescale = {"guidance_rescale": args.guidance_rescale}
-    start = time.perf_counter()
+    generator = torch.Generator("cpu").manual_seed(panel.seed)
+    if method.kind == "truth":
+        return truth_image(panel)
+    if method.kind == "plain":
+        return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
+    if method.kind == "img2img":
+        return img2img(
+            prompt=panel.prompt,
+            image=view_image(panel.references[0][0]),
+            strength=method.strength,
+            generator=generator,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            **rescale,
+        ).images[0]
+    settings = InfusionSettings(**method.settings)
+    refs = character_refs(panel, method.placement)
+    with infused(pipe, refs, settings, seed=panel.seed, cache=cache, **kw):
+        return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
+
+
+def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], args, cache):
+    img2img = None
     if method.kind == "img2img":
         from diffusers import StableDiffusionImg2ImgPipeline
 
         img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
         img2img.set_progress_bar_config(disable=True)
-    for panel in panels:
-        generator = torch.Generator("cpu").manual_seed(panel.seed)
-        if method.kind == "plain":
-            image = pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
-        elif method.kind == "img2img":
-            image = img2img(
-                prompt=panel.prompt,
-                image=sheet_images(panel.characters[0])[0],
-                strength=method.strength,
-                generator=generator,
-                num_inference_steps=args.steps,
-                guidance_scale=args.guidance,
-                **rescale,
-            ).images[0]
-        else:
-            settings = InfusionSettings(**method.settings)
-            refs = character_refs(panel, method.placement)
-            with infused(pipe, refs, settings, seed=panel.seed, cache=cache, **kw):
-                image = pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
+    facing = facing_supported()
+    totals: dict[str, list[float]] = {}
+    start = time.perf_counter()
+    todo = list(panels) + (list(stories) if method.story else [])
+    story_ids: dict[int, list] = {}
+    for panel in todo:
+        image = paint(pipe, img2img, method, panel, args, cache)
         if args.save:
             folder = Path(args.save) / method.name
             folder.mkdir(parents=True, exist_ok=True)
             image.save(folder / f"{panel.seed}.png")
-        for k, v in score(image, panel).items():
+        scores, identities = score(image, panel, facing)
+        if panel.story >= 0:
+            story_ids.setdefault(panel.story, []).append(identities[0])
+            continue
+        for k, v in scores.items():
             totals.setdefault(k, []).extend(v)
-    seconds = (time.perf_counter() - start) / len(panels)
     result = {k: sum(v) / len(v) for k, v in totals.items()}
-    result["seconds"] = seconds
-    sides = [""] if not method.two else ["left:", "right:"]
+    result["seconds"] = (time.perf_counter() - start) / max(1, len(todo))
+    result["story"] = story_consistency(story_ids) if story_ids else float("nan")
+    sides = [""] if method.count == 1 else [f"{p}:" for p in panels[0].positions]
     for side in sides:
         result[side + "identity"] = sum(result[side + k] for k in IDENTITY) / len(IDENTITY)
-    result["adherence"] = sum(result[k] for k in SCENE) / len(SCENE)
+        asked = [k for k in CHARACTER if side + k in result]
+        result[side + "character"] = sum(result[side + k] for k in asked) / len(asked)
+    result["scene"] = sum(result[k] for k in SCENE) / len(SCENE)
+    if method.count > 1:
+        for k in ("identity", "all4", "character"):
+            result[k] = sum(result[s + k] for s in sides) / len(sides)
     return result
 
 
-def print_table(rows: list[tuple[Method, dict[str, float]]]) -> None:
-    single = [(m, r) for m, r in rows if not m.two]
-    double = [(m, r) for m, r in rows if m.two]
-    cols = ("identity", *IDENTITY, "all4", "scarf", "adherence", *SCENE, "seconds")
+def _fmt(value) -> str:
+    return "n/a" if value != value else f"{value:.3f}"  # NaN: not measured
+
+
+def _row(name: str, result: dict, cols) -> str:
+    return f"| {name} | " + " | ".join(_fmt(result.get(c, float("nan"))) for c in cols) + " |"
+
+
+def table(rows: list[tuple[Method, dict]], facing: bool) -> str:
+    """Markdown tables (one, two and three characters)."""
+    lines = []
+    single = [(m, r) for m, r in rows if m.count == 1]
+    char_cols = [c for c in CHARACTER if facing or c != "facing"]
     if single:
-        print("\nOne character (identity: mean of pattern, colour, shape, hat):")
-        print(f"| {'method':<14} | " + " | ".join(f"{c:>9}" for c in cols) + " |")
-        print("|" + "-" * 16 + "|" + "|".join("-" * 11 for _ in cols) + "|")
+        cols = (
+            "identity", *IDENTITY, "all4", "scarf",
+            "character", *char_cols,
+            "scene", *SCENE, "story", "seconds",
+        )  # fmt: skip
+        lines.append("| method | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
         for m, r in single:
-            print(f"| {m.name:<14} | " + " | ".join(f"{r[c]:>9.3f}" for c in cols) + " |")
-    if double:
-        cols2 = ("left:identity", "right:identity", "left:all4", "right:all4", "adherence")
-        print("\nTwo characters, left and right (each side against its own reference):")
-        print(f"| {'method':<14} | " + " | ".join(f"{c:>14}" for c in cols2) + " |")
-        print("|" + "-" * 16 + "|" + "|".join("-" * 16 for _ in cols2) + "|")
-        for m, r in double:
-            print(f"| {m.name:<14} | " + " | ".join(f"{r[c]:>14.3f}" for c in cols2) + " |")
+            lines.append(_row(m.name, r, cols))
+    for count in (2, 3):
+        group = [(m, r) for m, r in rows if m.count == count]
+        if not group:
+            continue
+        sides = ["left", "right"] if count == 2 else ["left", "center", "right"]
+        cols = [f"{s}:identity" for s in sides] + [f"{s}:all4" for s in sides]
+        cols += ["identity", "character", "scene", "seconds"]
+        lines.append("")
+        lines.append(f"{count} characters (each side against its own sheet):")
+        lines.append("")
+        lines.append("| method | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
+        for m, r in group:
+            lines.append(_row(m.name, r, cols))
+    return "\n".join(lines)
+
+
+def plot(rows: list[tuple[Method, dict]], path: Path) -> None:
+    """The frontier: identity (y) against character adherence (x), one dot per method."""
+    from PIL import Image, ImageDraw
+
+    single = [(m, r) for m, r in rows if m.count == 1 and m.kind != "truth"]
+    size, pad = 520, 60
+    img = Image.new("RGB", (size + pad * 2, size + pad * 2), "white")
+    d = ImageDraw.Draw(img)
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return pad + x * size, pad + (1 - y) * size
+
+    d.rectangle([xy(0, 1), xy(1, 0)], outline="black")
+    for t in range(11):
+        v = t / 10
+        d.line([xy(v, 0), (xy(v, 0)[0], xy(v, 0)[1] + 5)], fill="black")
+        d.text((xy(v, 0)[0] - 8, xy(v, 0)[1] + 8), f"{v:.1f}", fill="black")
+        d.line([xy(0, v), (xy(0, v)[0] - 5, xy(0, v)[1])], fill="black")
+        d.text((xy(0, v)[0] - 30, xy(0, v)[1] - 5), f"{v:.1f}", fill="black")
+    d.text((pad + size / 2 - 60, pad + size + 30), "character adherence", fill="black")
+    d.text((10, 20), "identity (mean of pattern, colour, shape, hat)", fill="black")
+    # the frontier: methods no other method beats on both axes
+    pts = sorted(((r["character"], r["identity"], m.name) for m, r in single), reverse=True)
+    front, best = [], -1.0
+    for x, y, _ in pts:
+        if y > best:
+            front.append((x, y))
+            best = y
+    if len(front) > 1:
+        d.line([xy(x, y) for x, y in sorted(front)], fill=(200, 60, 60), width=2)
+    for x, y, name in pts:
+        cx, cy = xy(x, y)
+        d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=(40, 80, 200))
+        d.text((cx + 6, cy - 6), name, fill="black")
+    # the targets: identity >= 0.90 with character adherence within 0.05 of plain
+    plain = {m.name: r for m, r in single}.get("plain")
+    if plain is not None:
+        x0, y0 = xy(plain["character"] - 0.05, 0.9)
+        d.rectangle([x0, xy(0, 1)[1], xy(1, 0)[0], y0], outline=(60, 160, 60))
+        d.text((x0 + 4, xy(0, 1)[1] + 4), "target", fill=(60, 160, 60))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    img.save(tmp)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=48, help="panels per method (default 48)")
+    ap.add_argument("--panels", type=int, default=24, help="panels per method (default 24)")
+    ap.add_argument(
+        "--stories", type=int, default=None, help="6-panel stories (default: panels / 6)"
+    )
+    ap.add_argument("--split", choices=sorted(SPLITS), default="report")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument(
@@ -269,25 +495,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--methods", default="", help="comma-separated subset of the methods")
     ap.add_argument("--model", type=Path, default=MODEL, help="a StableDiffusionPipeline folder")
+    ap.add_argument("--unet", type=Path, help="a U-Net folder to use instead of the model's")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--save", type=Path, help="write every panel under this folder")
+    ap.add_argument("--json", type=Path, help="write every method's scores here")
+    ap.add_argument("--plot", type=Path, help="write the frontier plot (PNG) here")
     ap.add_argument(
         "--extra",
         default="",
         help='more infusion methods as JSON (or @file.json), e.g. \'{"w2": {"weight": 2.0}}\' '
-        '(keys "two": true and "placement": "box" pick the two-character panels and the toy '
-        "world's own boxes)",
+        '(keys "count": 2 or 3, "story": true and "placement": "box" pick the panels)',
     )
     args = ap.parse_args(argv)
 
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     from comicgen.infusion import FeatureCache
 
     torch.set_num_threads(args.threads)
-    pipe = StableDiffusionPipeline.from_pretrained(args.model).to(args.device)
+    pipe = StableDiffusionPipeline.from_pretrained(args.model)
+    if args.unet:
+        pipe.unet = UNet2DConditionModel.from_pretrained(args.unet)
+    pipe = pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     if args.guidance_rescale is None:
         from comicgen.painter import recommended_guidance_rescale
@@ -298,32 +529,45 @@ def main(argv: list[str] | None = None) -> None:
         text = Path(args.extra[1:]).read_text() if args.extra.startswith("@") else args.extra
         for name, spec in json.loads(text).items():
             spec = dict(spec)
-            two, placement = spec.pop("two", False), spec.pop("placement", "position")
-            chosen.append(Method(name, "infusion", settings=spec, placement=placement, two=two))
+            count, story = spec.pop("count", 1), spec.pop("story", False)
+            placement = spec.pop("placement", "position")
+            chosen.append(Method(name, "infusion", spec, 0.0, placement, count, story))
     if not chosen:
         ap.error(f"no such method; choose from {', '.join(m.name for m in methods())}")
-    panels = {False: make_panels(args.seeds, False), True: make_panels(args.seeds, True)}
+    facing = facing_supported()
+    panels = {c: make_panels(args.panels, c, args.split) for c in (1, 2, 3)}
+    n_stories = args.stories if args.stories is not None else max(1, args.panels // 6)
+    stories = make_stories(n_stories, args.split)
     cache = FeatureCache(max_bytes=256 * 1024**2)
     rows = []
     begin = time.perf_counter()
     for method in chosen:
-        result = run_method(pipe, method, panels[method.two], args, cache)
+        result = run_method(pipe, method, panels[method.count], stories, args, cache)
         rows.append((method, result))
-        keys = ("left:identity", "right:identity") if method.two else ("identity", "adherence")
-        summary = " ".join(f"{k}={result[k]:.3f}" for k in keys)
+        keys = ("identity", "all4", "character", "scene", "story")
+        summary = " ".join(f"{k}={_fmt(result[k])}" for k in keys)
         print(f"{method.name:<14} {summary} ({result['seconds']:.2f} s/panel)", flush=True)
-    print_table(rows)
+    print()
+    print(table(rows, facing))
     print(
-        f"\n{args.seeds} panels per method, {args.steps} steps, guidance {args.guidance} "
-        f"(rescale {args.guidance_rescale}), "
+        f"\n{args.split} split, {args.panels} panels per method, {n_stories} stories of 6, "
+        f"{args.steps} steps, guidance {args.guidance} (rescale {args.guidance_rescale}), "
+        f"facing {'asked' if facing else 'not captioned by this toy world: not asked'}, "
         f"{time.perf_counter() - begin:.0f} s in all"
     )
+    if args.json:
+        data = {m.name: r for m, r in rows}
+        args.json.write_text(json.dumps(data, indent=1, sort_keys=True))
+    if args.plot:
+        plot(rows, args.plot)
     by_name = {m.name: r for m, r in rows}
     if "infused" in by_name and "plain" in by_name:
         inf, plain = by_name["infused"], by_name["plain"]
         print(
             f"identity_match infused={inf['identity']:.3f} plain={plain['identity']:.3f} "
-            f"prompt_adherence infused={inf['adherence']:.3f} plain={plain['adherence']:.3f}"
+            f"character_adherence infused={inf['character']:.3f} "
+            f"plain={plain['character']:.3f} "
+            f"prompt_adherence infused={inf['scene']:.3f} plain={plain['scene']:.3f}"
         )
 
 

@@ -154,6 +154,40 @@ class LayerWeights(Strict):
         return values
 
 
+class AttentionLevel(Strict):
+    """Attention-level infusion: the references' self-attention keys and values, masked to
+    the character, appended to the panel's own in the chosen blocks' self-attention, so
+    that the panel's queries inside a character's box can attend to its sheet."""
+
+    weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=16.0,
+        description="Weight of the reference tokens in the softmax (1 = like the panel's own; "
+        "0 = off).",
+    )
+    down: list[float] = Field(
+        default_factory=lambda: [1.0],
+        max_length=8,
+        description="Per down block (highest resolution first): 1 = its self-attention sees "
+        "the sheet, 0 = not; multiplies the weight.",
+    )
+    mid: float = Field(1.0, ge=0.0, le=16.0, description="The mid block's factor.")
+    up: list[float] = Field(
+        default_factory=lambda: [1.0],
+        max_length=8,
+        description="Per up block (lowest resolution first), as for down.",
+    )
+
+    @field_validator("down", "up")
+    @classmethod
+    def _bounded(cls, values: list[float]) -> list[float]:
+        for v in values:
+            if not 0.0 <= v <= 16.0:
+                raise ValueError(f"attention factor {v} is outside [0, 16]")
+        return values
+
+
 class InfusionSettings(Strict):
     """How the characters' reference features are infused into each panel."""
 
@@ -169,7 +203,15 @@ class InfusionSettings(Strict):
         description="'blend': move the panel's features toward the reference's inside the "
         "character's mask (weight 1 = replace); 'add': add them, magnitude-matched per channel.",
     )
+    levels: list[Literal["blocks", "out", "attention"]] = Field(
+        default_factory=lambda: ["blocks", "out"],
+        max_length=3,
+        description="Where the references enter: 'blocks' (the block outputs, weights in "
+        "layers.down/mid/up), 'out' (the denoised latent, layers.out), 'attention' (the "
+        "self-attention keys and values, see attention).",
+    )
     layers: LayerWeights = Field(default_factory=LayerWeights)
+    attention: AttentionLevel = Field(default_factory=AttentionLevel)
     skips: bool = Field(
         False,
         description="Also infuse the skip features that down blocks pass to the up blocks.",

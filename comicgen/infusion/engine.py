@@ -25,6 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from comicgen.infusion.attention import (
+    InfusionAttnProcessor,
+    attention_context,
+    attention_weights,
+)
 from comicgen.infusion.cache import FeatureCache
 from comicgen.infusion.features import (
     canonical,
@@ -38,10 +43,9 @@ from comicgen.infusion.prepare import Character, prepare_characters
 from comicgen.infusion.refs import CharacterRefs
 from comicgen.infusion.rows import (
     alpha_bar,
-    fit_length,
     from_x0,
     pad_other_inputs,
-    per_row,
+    reference_rows,
     to_x0,
 )
 
@@ -75,6 +79,7 @@ class _Call:
     sample: torch.Tensor  # the U-Net's input rows (panel, then reference rows)
     scale: float  # s(t)
     rows: dict[int, slice]  # character index -> reference rows in the batch
+    infused_rows: slice = field(default_factory=lambda: slice(0))  # the panel rows that are infused (cfg: cond -> one half)
 
 
 @contextmanager
@@ -118,13 +123,14 @@ def _level(values: list[float], i: int) -> float:
 def block_weights(unet, settings: InfusionSettings) -> dict[str, float]:
     """The weight of every U-Net block (0 = not hooked), by the settings' levels."""
     weights: dict[str, float] = {}
+    blocks = "blocks" in settings.levels
     for i in range(len(unet.down_blocks)):
-        weights[f"down.{i}"] = _level(settings.layers.down, i)
+        weights[f"down.{i}"] = _level(settings.layers.down, i) if blocks else 0.0
     if getattr(unet, "mid_block", None) is not None:
-        weights["mid"] = float(settings.layers.mid)
+        weights["mid"] = float(settings.layers.mid) if blocks else 0.0
     for i in range(len(unet.up_blocks)):
-        weights[f"up.{i}"] = _level(settings.layers.up, i)
-    if settings.mode != "seed":
+        weights[f"up.{i}"] = _level(settings.layers.up, i) if blocks else 0.0
+    if settings.mode != "seed" and "out" in settings.levels:
         weights["out"] = float(settings.layers.out)
     return weights
 
@@ -158,8 +164,12 @@ class Infuser:
         weights = block_weights(self.unet, settings)
         self.weights = {k: v for k, v in weights.items() if v != 0.0}
         self.blocks = list(self.weights)
+        self.attention = attention_weights(self.unet, settings)
+        if self.attention:
+            self.blocks.append("attention")
         self.handle.blocks = list(self.blocks)
         self._handles: list = []
+        self._processors: dict | None = None  # the U-Net's own, while ours are set
         self._call: _Call | None = None
         self._execution_device = None
         self.characters: list[Character] = []
@@ -204,11 +214,21 @@ class Infuser:
                 self.unet.register_forward_pre_hook(eager(self._pre_hook), with_kwargs=True)
             )
             for name in self.blocks:
-                if name == "out":  # the U-Net's output: handled by _post_hook
+                if name in ("out", "attention"):  # _post_hook; the attention processors
                     continue
                 module = self._module(name)
                 self._handles.append(module.register_forward_hook(eager(self._block_hook(name))))
             self._handles.append(self.unet.register_forward_hook(eager(self._post_hook)))
+            if self.attention:
+                own = self.unet.attn_processors
+                ours = {
+                    name: InfusionAttnProcessor(self, name, self.attention[name], proc)
+                    if name in self.attention
+                    else proc
+                    for name, proc in own.items()
+                }
+                self._processors = own
+                self.unet.set_attn_processor(ours)
         except BaseException:
             self.detach()
             raise
@@ -217,6 +237,9 @@ class Infuser:
     def detach(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+        if self._processors is not None:
+            self.unet.set_attn_processor(self._processors)
+            self._processors = None
         self._call = None
         self.handle.active = False
 
@@ -250,7 +273,6 @@ class Infuser:
         return alpha_bar(self.pipe.scheduler, t)
 
     def _pre_hook(self, module, args, kwargs):
-        import torch
 
         self.handle.unet_calls += 1
         args = list(args)
@@ -274,6 +296,11 @@ class Infuser:
             sample=sample,
             scale=scale,
             rows={},
+            infused_rows=(
+                slice(batch // 2, batch)
+                if (self.cfg and self.settings.cfg == "cond")
+                else slice(0, batch)
+            ),
         )
         self._call = call
         # which characters need their reference rows run at this step
@@ -289,47 +316,16 @@ class Infuser:
                 needed.append(ci)
         if not needed:
             return None
-        device, dtype = sample.device, sample.dtype
-        rows_sample, rows_embeds, rows_pooled, rows_t = [], [], [], []
-        start = batch
         if self.settings.reference_noise == "matched":
-            a = self._alpha_bar(t)
-            ref_t = t
+            a, ref_t = self._alpha_bar(t), t
         else:
             a, ref_t = 1.0, 0.0
-        for ci in needed:
-            ch = self.characters[ci]
-            n = ch.latents.shape[0]
-            if ch.latents.shape[-2:] != sample.shape[-2:]:
-                raise ValueError(
-                    f"reference latents are {tuple(ch.latents.shape[-2:])}, the panel's "
-                    f"{tuple(sample.shape[-2:])}: pass the pipeline's height and width to infused()"
-                )
-            x = a**0.5 * ch.latents.float() + (1 - a) ** 0.5 * ch.noise.float()
-            rows_sample.append(x.to(device, dtype))
-            rows_embeds.append(ch.embeds.expand(n, -1, -1))
-            if ch.pooled is not None:
-                rows_pooled.append(ch.pooled.expand(n, -1))
-            rows_t.append(torch.full((n,), ref_t))
-            call.rows[ci] = slice(start, start + n)
-            start += n
-        extra = start - batch
+        chars = [self.characters[ci] for ci in needed]
+        new, spans, pooled = reference_rows(chars, values, batch, a, ref_t)
+        for ci, span in zip(needed, spans, strict=True):
+            call.rows[ci] = span
+        extra = new["sample"].shape[0] - batch
         self.handle.reference_rows_run += extra
-
-        ehs = values["encoder_hidden_states"]
-        ref_embeds = torch.cat(rows_embeds).to(ehs.device, ehs.dtype)
-        if ref_embeds.shape[1] != ehs.shape[1]:
-            ref_embeds = fit_length(ref_embeds, ehs.shape[1])
-        new = {
-            "sample": torch.cat([sample, torch.cat(rows_sample)]),
-            "timestep": torch.cat(
-                [
-                    per_row(timestep, batch, device),
-                    torch.cat(rows_t).to(device, per_row(timestep, batch, device).dtype),
-                ]
-            ),
-            "encoder_hidden_states": torch.cat([ehs, ref_embeds]),
-        }
         call.sample = new["sample"]
         for i, name in enumerate(names):
             if i < len(args):
@@ -337,7 +333,6 @@ class Infuser:
             else:
                 kwargs[name] = new[name]
         # every other per-row input: repeat the last (conditional) row; residuals: zeros
-        pooled = torch.cat(rows_pooled) if rows_pooled else None
         pad_other_inputs(kwargs, tuple(names), batch, extra, pooled)
         return tuple(args), kwargs
 
@@ -384,8 +379,10 @@ class Infuser:
         return from_x0(kind, x[:batch], new_x0, a).to(out.dtype)
 
     def _feature_names(self) -> list[str]:
-        names = []
+        names = [f"attn:{name}" for name in self.attention]
         for name in self.blocks:
+            if name == "attention":
+                continue
             names.append(name)
             if self.settings.skips and name.startswith("down."):
                 module = self._module(name)
@@ -413,6 +410,12 @@ class Infuser:
             return self._infuse(name, output, call, weight)
 
         return hook
+
+    # --- attention ---------------------------------------------------------------------
+    def attention_context(self, layer: str, key, value, call: _Call, grid: tuple[int, int]):
+        """(keys [heads, M, d], values, bias [N, M]) of every character's reference tokens
+        at attention ``layer``, or (None, None, None) when there are none."""
+        return attention_context(self.characters, self.cache, layer, key, value, call, grid)
 
     # --- features --------------------------------------------------------------------
     def _character_features(self, ci: int, name: str, hidden, call: _Call) -> tuple:
@@ -471,7 +474,7 @@ class Infuser:
         panel = hidden[:batch]
         _, c, h, w = panel.shape
         s = self.settings
-        rows = slice(batch // 2, batch) if (self.cfg and s.cfg == "cond") else slice(0, batch)
+        rows = call.infused_rows
         target = panel[rows].float()
         strengths = [ch.refs.strength for ch in self.characters]
         if s.mode == "regional":  # each character placed from its own cache entry

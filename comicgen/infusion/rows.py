@@ -49,6 +49,44 @@ def from_x0(kind: str, x, x0, a: float):
     return (x - sa * x0) / sb
 
 
+def reference_rows(chars, values: dict, batch: int, a: float, ref_t: float):
+    """The U-Net's ``sample``, ``timestep`` and ``encoder_hidden_states`` with ``chars``'
+    reference rows appended (latents noised to ᾱ = ``a``, run at ``ref_t``); the rows of
+    each character; the references' pooled embeddings (SDXL) or None."""
+    import torch
+
+    sample, timestep = values["sample"], values["timestep"]
+    device, dtype = sample.device, sample.dtype
+    rows_sample, rows_embeds, rows_pooled, rows_t, spans = [], [], [], [], []
+    start = batch
+    for ch in chars:
+        n = ch.latents.shape[0]
+        if ch.latents.shape[-2:] != sample.shape[-2:]:
+            raise ValueError(
+                f"reference latents are {tuple(ch.latents.shape[-2:])}, the panel's "
+                f"{tuple(sample.shape[-2:])}: pass the pipeline's height and width to infused()"
+            )
+        x = a**0.5 * ch.latents.float() + (1 - a) ** 0.5 * ch.noise.float()
+        rows_sample.append(x.to(device, dtype))
+        rows_embeds.append(ch.embeds.expand(n, -1, -1))
+        if ch.pooled is not None:
+            rows_pooled.append(ch.pooled.expand(n, -1))
+        rows_t.append(torch.full((n,), ref_t))
+        spans.append(slice(start, start + n))
+        start += n
+    ehs = values["encoder_hidden_states"]
+    ref_embeds = torch.cat(rows_embeds).to(ehs.device, ehs.dtype)
+    if ref_embeds.shape[1] != ehs.shape[1]:
+        ref_embeds = fit_length(ref_embeds, ehs.shape[1])
+    panel_t = per_row(timestep, batch, device)
+    new = {
+        "sample": torch.cat([sample, torch.cat(rows_sample)]),
+        "timestep": torch.cat([panel_t, torch.cat(rows_t).to(device, panel_t.dtype)]),
+        "encoder_hidden_states": torch.cat([ehs, ref_embeds]),
+    }
+    return new, spans, (torch.cat(rows_pooled) if rows_pooled else None)
+
+
 def pad_other_inputs(kwargs: dict, skip: tuple, batch: int, extra: int, pooled) -> None:
     """Every per-row U-Net input beyond ``skip`` extended by ``extra`` rows, in place:
     repeated from the last (conditional) row; residuals zero; SDXL's ``text_embeds`` from

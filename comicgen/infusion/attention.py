@@ -1,0 +1,225 @@
+"""Attention-level infusion: the panel's self-attention also sees each character's sheet.
+
+In the chosen blocks, every self-attention layer (``attn1``) gets an
+:class:`InfusionAttnProcessor` (through diffusers' ``set_attn_processor``; the previous
+processors are put back when the ``infused`` block ends). While a panel is being
+infused, the processor
+
+- computes the keys and values of every row as diffusers' ``AttnProcessor2_0`` does;
+- takes each character's reference rows' keys and values at the tokens its mask covers
+  (the sheet's background dropped), from all its views together — or, for a panel whose
+  references were not run at this step, from the ``FeatureCache`` (kept per character,
+  step and layer);
+- appends them to the panel rows' own keys and values. A panel query inside character
+  *c*'s box sees *c*'s tokens with the logit bias ``log(weight)`` (weight 1: like the
+  panel's own tokens); queries outside the box see none of them (regional: two
+  characters each see their own sheet);
+- runs the reference rows' own self-attention unchanged.
+
+Attention finds the matching part of the sheet wherever it is, so the panel's pose and
+expression are free to differ from the sheet's (reference-only control, StoryDiffusion's
+consistent self-attention and ConsiStory's shared attention work this way).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from comicgen.infusion.geometry import box_window
+
+if TYPE_CHECKING:
+    from comicgen.settings import InfusionSettings
+
+TOKEN_THRESHOLD = 0.3  # a reference token is the character's when its mask covers this much
+
+
+def _factor(values: list[float], i: int) -> float:
+    if not values:
+        return 0.0
+    return float(values[min(i, len(values) - 1)])
+
+
+def attention_weights(unet, settings: InfusionSettings) -> dict[str, float]:
+    """Processor name -> weight of every self-attention layer that sees the sheet."""
+    if "attention" not in settings.levels:
+        return {}
+    a = settings.attention
+    out = {}
+    for name in unet.attn_processors:
+        if not name.endswith("attn1.processor"):
+            continue
+        parts = name.split(".")
+        if parts[0] == "down_blocks":
+            factor = _factor(a.down, int(parts[1]))
+        elif parts[0] == "up_blocks":
+            factor = _factor(a.up, int(parts[1]))
+        elif parts[0] == "mid_block":
+            factor = float(a.mid)
+        else:
+            factor = 0.0
+        weight = settings.weight * a.weight * factor
+        if weight > 0:
+            out[name] = weight
+    return out
+
+
+def _grid(tokens: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a layer's token grid, from the latent's size and the number of tokens."""
+    h0, w0 = latent_hw
+    f = 1
+    while f <= 256:
+        h, w = math.ceil(h0 / f), math.ceil(w0 / f)
+        if h * w == tokens:
+            return h, w
+        f *= 2
+    raise ValueError(f"attention infusion: {tokens} tokens fit no grid of a {h0}x{w0} latent")
+
+
+class InfusionAttnProcessor(AttnProcessor2_0):
+    """Self-attention that also attends to the characters' reference tokens (see module)."""
+
+    def __init__(self, infuser, name: str, weight: float, original):
+        super().__init__()
+        self.infuser = infuser
+        self.name = name
+        self.bias = math.log(weight)
+        self.original = original
+
+    def __call__(
+        self,
+        attn,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        *args,
+        **kwargs,
+    ):
+        call = self.infuser._call
+        if call is None or encoder_hidden_states is not None or attention_mask is not None:
+            return self.original(
+                attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
+            )
+        return self._infused(attn, hidden_states, temb, call)
+
+    def _infused(self, attn, hidden_states, temb, call):
+        import torch
+        import torch.nn.functional as F
+
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            rows, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(rows, channel, height * width).transpose(1, 2)
+            grid = (height, width)
+        else:
+            grid = _grid(hidden_states.shape[1], tuple(call.sample.shape[-2:]))
+        rows, tokens, _ = hidden_states.shape
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+
+        def heads(x):
+            return x.view(rows, -1, attn.heads, head_dim).transpose(1, 2)
+
+        query, key, value = heads(query), heads(key), heads(value)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        ref_k, ref_v, bias = self.infuser.attention_context(self.name, key, value, call, grid)
+        if ref_k is None:
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0)
+        else:
+            panel = call.infused_rows
+            q = query[panel]
+            k = torch.cat([key[panel], ref_k[None].expand(q.shape[0], -1, -1, -1)], dim=2)
+            v = torch.cat([value[panel], ref_v[None].expand(q.shape[0], -1, -1, -1)], dim=2)
+            own = torch.zeros((tokens, tokens), device=q.device, dtype=q.dtype)
+            mask = torch.cat([own, (bias + self.bias).to(q.dtype)], dim=1)[None, None]
+            infused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0)
+            parts = []
+            if panel.start > 0:  # the unconditional half, with cfg: cond
+                parts.append(
+                    F.scaled_dot_product_attention(
+                        query[: panel.start], key[: panel.start], value[: panel.start]
+                    )
+                )
+            parts.append(infused)
+            if panel.stop < rows:  # the reference rows: their own self-attention
+                rest = slice(panel.stop, rows)
+                parts.append(F.scaled_dot_product_attention(query[rest], key[rest], value[rest]))
+            out = torch.cat(parts) if len(parts) > 1 else infused
+
+        hidden_states = out.transpose(1, 2).reshape(rows, -1, attn.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(rows, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def reference_tokens(ch, key, value, rows: slice, grid: tuple[int, int]):
+    """(keys [heads, M, d], values [heads, M, d]) of ``ch``'s reference rows at the tokens
+    its masks cover, all views together."""
+    h, w = grid
+    masks = ch.masks_at(h, w).to(key.device).flatten(1) > TOKEN_THRESHOLD  # [n, N]
+    k, v = key[rows], value[rows]  # [n, heads, N, d]
+    n, nh, _, d = k.shape
+    keep = masks.flatten()
+    k = k.transpose(0, 1).reshape(nh, n * h * w, d)[:, keep]
+    v = v.transpose(0, 1).reshape(nh, n * h * w, d)[:, keep]
+    return k.contiguous(), v.contiguous()
+
+
+def query_bias(box, grid: tuple[int, int], tokens: int, device, dtype):
+    """[N, tokens] additive bias: 0 for panel queries inside ``box``, -inf outside."""
+    import torch
+
+    h, w = grid
+    inside = box_window(box, h, w, 0.0).flatten() > 0.5
+    bias = torch.zeros((h * w, 1), device=device, dtype=torch.float32)
+    bias[~inside.to(device)] = float("-inf")
+    return bias.expand(h * w, tokens).to(dtype)
+
+
+def attention_context(characters, cache, layer: str, key, value, call, grid: tuple[int, int]):
+    """(keys [heads, M, d], values, bias [N, M]) of every character's reference tokens at
+    attention ``layer`` — from this call's reference rows, or from the cache — or (None,
+    None, None) when there are none."""
+    import torch
+
+    keys, values, biases = [], [], []
+    for ci, ch in enumerate(characters):
+        cache_key = ch.key + (call.step_key, f"attn:{layer}")
+        if ci in call.rows:
+            kv = reference_tokens(ch, key, value, call.rows[ci], grid)
+            if cache is not None:
+                cache.put(cache_key, kv)
+        else:
+            kv = cache.get(cache_key) if cache is not None else None
+            if kv is None:  # pragma: no cover - the pre-hook checked
+                raise RuntimeError(f"infusion: attention of {ch.refs.name!r} not cached")
+        k, v = kv
+        if k.shape[1] == 0:
+            continue
+        # the character's strength and the schedule scale its tokens' weight
+        bias = query_bias(ch.box, grid, k.shape[1], key.device, torch.float32)
+        biases.append(bias + math.log(ch.refs.strength * call.scale))
+        keys.append(k.to(key.dtype))
+        values.append(v.to(value.dtype))
+    if not keys:
+        return None, None, None
+    return torch.cat(keys, dim=1), torch.cat(values, dim=1), torch.cat(biases, dim=1)
