@@ -313,7 +313,7 @@ def methods() -> list[Method]:
         Method("out-0.5", "infusion", settings={"layers": {**out_only, "out": 0.5}}),
         Method("attention", "infusion", settings=ATTENTION, story=True),
         Method("attention-2x", "infusion", settings={**ATTENTION, "attention": {"weight": 2.0}}),
-        Method("attention+out", "infusion", settings=ATTENTION_OUT, story=True),
+        Method("attention+out", "infusion", settings=ATTENTION_OUT),
         Method("plain-2", "plain", count=2),
         Method("regional-2", "infusion", settings={}, count=2),
         Method("attention-2", "infusion", settings=ATTENTION, count=2),
@@ -502,12 +502,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="write every method's scores here")
     ap.add_argument("--plot", type=Path, help="write the frontier plot (PNG) here")
     ap.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="print the table (and --plot) from earlier runs' --json files, running nothing",
+    )
+    ap.add_argument(
         "--extra",
         default="",
         help='more infusion methods as JSON (or @file.json), e.g. \'{"w2": {"weight": 2.0}}\' '
         '(keys "count": 2 or 3, "story": true and "placement": "box" pick the panels)',
     )
     args = ap.parse_args(argv)
+    if args.from_json:
+        known = {m.name: m for m in methods()}
+        rows = []
+        for path in args.from_json:
+            for name, result in json.loads(path.read_text()).items():
+                method = known.get(name) or Method(name, "infusion", {}, count=1)
+                rows.append((method, result))
+        report(rows, args)
+        return
 
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
@@ -547,8 +562,6 @@ def main(argv: list[str] | None = None) -> None:
         keys = ("identity", "all4", "character", "scene", "story")
         summary = " ".join(f"{k}={_fmt(result[k])}" for k in keys)
         print(f"{method.name:<14} {summary} ({result['seconds']:.2f} s/panel)", flush=True)
-    print()
-    print(table(rows, facing))
     print(
         f"\n{args.split} split, {args.panels} panels per method, {n_stories} stories of 6, "
         f"{args.steps} steps, guidance {args.guidance} (rescale {args.guidance_rescale}), "
@@ -558,6 +571,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         data = {m.name: r for m, r in rows}
         args.json.write_text(json.dumps(data, indent=1, sort_keys=True))
+    report(rows, args)
+
+
+def report(rows: list[tuple[Method, dict]], args) -> None:
+    """The tables, the plot (``--plot``) and the last line."""
+    facing = any("facing" in r for _, r in rows)
+    print()
+    print(table(rows, facing))
     if args.plot:
         plot(rows, args.plot)
     by_name = {m.name: r for m, r in rows}
