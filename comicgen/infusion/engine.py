@@ -79,7 +79,8 @@ class _Call:
     sample: torch.Tensor  # the U-Net's input rows (panel, then reference rows)
     scale: float  # s(t)
     rows: dict[int, slice]  # character index -> reference rows in the batch
-    infused_rows: slice = field(default_factory=lambda: slice(0))  # the panel rows that are infused (cfg: cond -> one half)
+    # the panel rows that are infused (cfg: cond -> the conditional half)
+    infused_rows: slice = field(default_factory=lambda: slice(0))
 
 
 @contextmanager
