@@ -21,6 +21,7 @@ reference images (the largest set measured).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -151,9 +152,16 @@ def timed(*args) -> float:
 
 
 def measure(
-    name: str, pipe, size: int, steps: int, counts: list[int], repeats: int, warmup: bool = True
+    name: str,
+    pipe,
+    size: int,
+    steps: int,
+    counts: list[int],
+    repeats: int,
+    warmup: bool = True,
+    settings: InfusionSettings | None = None,
 ):
-    settings = InfusionSettings()
+    settings = settings or InfusionSettings()
     variants: dict[str, object] = {"plain": None}
     caches: dict[int, FeatureCache] = {}
     for n in counts:
@@ -205,7 +213,13 @@ def main() -> None:
     ap.add_argument("--sd15-size", type=int, default=256)
     ap.add_argument("--sd15-repeats", type=int, default=1)
     ap.add_argument("--skip-sd15", action="store_true")
+    ap.add_argument(
+        "--infusion",
+        default="",
+        help='infusion settings as JSON, e.g. \'{"levels": ["attention"]}\' (default: defaults)',
+    )
     args = ap.parse_args()
+    settings = InfusionSettings(**json.loads(args.infusion)) if args.infusion else None
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(
@@ -219,6 +233,7 @@ def main() -> None:
         args.bundled_steps,
         args.refs,
         args.repeats,
+        settings=settings,
     )
     if not args.skip_sd15:
         measure(
@@ -229,6 +244,7 @@ def main() -> None:
             args.refs,
             args.sd15_repeats,
             warmup=False,
+            settings=settings,
         )
     n = max(args.refs)
     print(
