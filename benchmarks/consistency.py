@@ -360,17 +360,30 @@ def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], 
 
         img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
         img2img.set_progress_bar_config(disable=True)
+
+    def painted(panel: Panel):
+        image = paint(pipe, img2img, method, panel, args, cache)
+        if args.save:
+            folder = Path(args.save) / method.name
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"{panel.seed}.png")
+        return image
+
+    return score_method(method, panels, stories, painted)
+
+
+def score_method(method: Method, panels: list[Panel], stories: list[Panel], image_of) -> dict:
+    """Every score of ``method`` over its panels; ``image_of(panel)`` paints (or loads) a
+    panel's image, None to skip it."""
     facing = facing_supported()
     totals: dict[str, list[float]] = {}
     start = time.perf_counter()
     todo = list(panels) + (list(stories) if method.story else [])
     story_ids: dict[int, list] = {}
     for panel in todo:
-        image = paint(pipe, img2img, method, panel, args, cache)
-        if args.save:
-            folder = Path(args.save) / method.name
-            folder.mkdir(parents=True, exist_ok=True)
-            image.save(folder / f"{panel.seed}.png")
+        image = image_of(panel)
+        if image is None:
+            continue
         scores, identities = score(image, panel, facing)
         if panel.story >= 0:
             story_ids.setdefault(panel.story, []).append(identities[0])
@@ -502,6 +515,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="write every method's scores here")
     ap.add_argument("--plot", type=Path, help="write the frontier plot (PNG) here")
     ap.add_argument(
+        "--rescore",
+        type=Path,
+        help="score the panels an earlier run wrote with --save (this folder: one folder per "
+        "method), running no model; pass the same --split, --panels and --stories",
+    )
+    ap.add_argument(
         "--from-json",
         type=Path,
         nargs="+",
@@ -521,6 +540,12 @@ def main(argv: list[str] | None = None) -> None:
             for name, result in json.loads(path.read_text()).items():
                 method = known.get(name) or Method(name, "infusion", {}, count=1)
                 rows.append((method, result))
+        report(rows, args)
+        return
+    if args.rescore:
+        rows = rescore(args)
+        if args.json:
+            args.json.write_text(json.dumps({m.name: r for m, r in rows}, indent=1, sort_keys=True))
         report(rows, args)
         return
 
@@ -572,6 +597,30 @@ def main(argv: list[str] | None = None) -> None:
         data = {m.name: r for m, r in rows}
         args.json.write_text(json.dumps(data, indent=1, sort_keys=True))
     report(rows, args)
+
+
+def rescore(args) -> list[tuple[Method, dict]]:
+    from PIL import Image
+
+    known = {m.name: m for m in methods()}
+    n_stories = args.stories if args.stories is not None else max(1, args.panels // 6)
+    stories = make_stories(n_stories, args.split)
+    rows = []
+    for folder in sorted(p for p in args.rescore.iterdir() if p.is_dir()):
+        method = known.get(folder.name)
+        if method is None:
+            continue
+
+        def load(panel: Panel, folder=folder):
+            path = folder / f"{panel.seed}.png"
+            return Image.open(path).convert("RGB") if path.is_file() else None
+
+        panels = make_panels(args.panels, method.count, args.split)
+        result = score_method(method, panels, stories, load)
+        result["seconds"] = float("nan")
+        rows.append((method, result))
+    order = list(known)
+    return sorted(rows, key=lambda row: order.index(row[0].name))
 
 
 def report(rows: list[tuple[Method, dict]], args) -> None:
