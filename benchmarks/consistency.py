@@ -540,6 +540,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, result in json.loads(path.read_text()).items():
                 method = known.get(name) or Method(name, "infusion", {}, count=1)
                 rows.append((method, result))
+        order = list(known)
+        rows.sort(key=lambda row: order.index(row[0].name) if row[0].name in known else 99)
         report(rows, args)
         return
     if args.rescore:
