@@ -76,7 +76,7 @@ def test_read_at_reads_three_characters_and_their_facing():
     scene = W.Scene(characters=chars, positions=("left", "center", "right"), shot="wide")
     got = reader.read_at(W.render(scene), "wide", ("left", "center", "right"))
     for (reading, width), ch in zip(got, chars, strict=True):
-        assert (reading.shape, reading.color, reading.hat, reading.expression, reading.look) == (
-            ch.shape, ch.color, ch.hat, ch.expression, ch.look,
+        assert (reading.shape, reading.color, reading.hat, reading.expression, reading.facing) == (
+            ch.shape, ch.color, ch.hat, ch.expression, W.FACINGS[ch.look + 1],
         )  # fmt: skip
         assert width > 0
