@@ -70,7 +70,7 @@ def _story_checks(ws) -> list[Check]:
         detail = f"{pages} page{'s' * (pages != 1)}, {panels} panel{'s' * (panels != 1)}"
         warning = None
         try:
-            from comicgen.painter import inspect_model
+            from comicgen.models import inspect_model
 
             info = inspect_model(story.model or ws.config.model.name, base=ws.root)
             prompts = [expand_prompt(p.prompt, descriptions) for _p, _n, _pg, p in story.panels()]
@@ -244,7 +244,7 @@ def _model_check(ws) -> Check:
 
     name = ws.config.model.name
     try:
-        from comicgen.painter import check_model_available
+        from comicgen.models import check_model_available
 
         available, detail = check_model_available(name, base=ws.root)
     except ComicgenError as exc:

@@ -135,7 +135,7 @@ def resolve_story_path(ws: Workspace, story: Path, allow_outside: bool = False) 
 
 def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = False) -> Plan:
     """Load and check a story and make one job per panel (no painting)."""
-    from comicgen.painter import inspect_model
+    from comicgen.models import inspect_model
     from comicgen.upscale import default_upscaler, resolve_upscaler
 
     path = resolve_story_path(ws, story_path, allow_outside)
@@ -242,7 +242,7 @@ def panel_sizes(story, page: PageSettings, info, size: int | None, warnings: lis
     """Each panel's painting size, (page, index) → (width, height): its frame's aspect
     (the pages are laid out first, from the story alone) at about the model's native area
     (or ``size`` x ``size``), in multiples of the model's size multiple."""
-    from comicgen.painter import panel_size, round_size
+    from comicgen.models import panel_size, round_size
 
     side = size or info.native_size
     rounded = round_size(side, info.size_multiple)

@@ -1,19 +1,10 @@
-"""Loading a diffusers pipeline by name and painting panels with it.
-
-A model name is one of:
-
-- ``bundled:NAME`` — a model shipped inside comicgen (``bundled:toyworld``), works offline;
-- a local folder written by ``save_pretrained`` (holds ``model_index.json``);
-- a Hugging Face hub id such as ``stable-diffusion-v1-5/stable-diffusion-v1-5``.
-
-Every pipeline built on ``UNet2DConditionModel`` works (SD 1.x, SD 2.x, SDXL).
+"""Loading a diffusers pipeline (named as :mod:`comicgen.models` resolves it) and painting
+panels with it. Every pipeline built on ``UNet2DConditionModel`` works (SD 1.x, SD 2.x, SDXL).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -21,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comicgen.bundled import BUNDLED_DIR
 from comicgen.errors import ModelError
+from comicgen.models import ModelInfo, ModelSource, _hub_snapshot, inspect_model, offline_error
 from comicgen.settings import InfusionSettings, ModelSettings
 
 PAINT_VERSION = 1  # bump when a change to painting alters pixels, to invalidate caches
@@ -39,149 +30,6 @@ def _quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-# -- where a model lives --------------------------------------------------------------
-
-
-@dataclass
-class ModelSource:
-    name: str  # as the person wrote it
-    kind: str  # bundled | local | hub
-    location: str  # folder path or hub id
-
-    @property
-    def folder(self) -> Path | None:
-        return Path(self.location) if self.kind in ("bundled", "local") else None
-
-
-def resolve(name: str, base: Path | None = None) -> ModelSource:
-    """Work out what kind of model ``name`` names (no loading, no network)."""
-    name = name.strip()
-    if name.startswith("bundled:"):
-        bundled = name.split(":", 1)[1]
-        folder = BUNDLED_DIR / bundled
-        if not (folder / "model_index.json").is_file():
-            known = sorted(
-                p.name for p in BUNDLED_DIR.glob("*") if (p / "model_index.json").is_file()
-            )
-            raise ModelError(
-                f"no bundled model '{bundled}'",
-                hint=f"bundled models: {', '.join(known) or 'none installed'}",
-            )
-        return ModelSource(name, "bundled", str(folder))
-    path = Path(name).expanduser()
-    if not path.is_absolute() and base is not None and (base / path).exists():
-        path = base / path
-    if (
-        path.exists()
-        or name.startswith((".", "/", "~"))
-        or os.sep in name.rstrip("/").split("/", 1)[-1]
-    ):
-        if not path.is_dir():
-            raise ModelError(f"model folder '{name}' does not exist", hint="check model.name")
-        if not (path / "model_index.json").is_file():
-            raise ModelError(
-                f"'{name}' is a folder but not a diffusers model (no model_index.json)",
-                hint="point model.name at a folder written by pipeline.save_pretrained(), "
-                "or at a hub id",
-            )
-        return ModelSource(name, "local", str(path.resolve()))
-    if name.count("/") != 1:
-        raise ModelError(
-            f"'{name}' is neither 'bundled:NAME', a local folder nor a hub id 'owner/model'",
-            hint='e.g. model.name = "bundled:toyworld"',
-        )
-    return ModelSource(name, "hub", name)
-
-
-def _hub_snapshot(repo_id: str) -> Path | None:
-    """The cached snapshot folder of a hub model, or None (never touches the network)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not cached"
-        return None
-
-
-def check_model_available(name: str, base: Path | None = None) -> tuple[bool, str]:
-    """(available, detail) without loading weights; used by ``comicgen doctor``.
-    A relative folder name is looked up in ``base`` (the workspace) first."""
-    try:
-        source = resolve(name, base)
-    except ModelError as exc:
-        return False, exc.line()
-    if source.kind == "hub":
-        snap = _hub_snapshot(source.location)
-        if snap is None:
-            return False, f"'{name}' is not in the local Hugging Face cache (needs the network)"
-        return True, f"cached at {snap}"
-    return True, source.location
-
-
-# -- inspecting a model without loading it ----------------------------------------------
-
-
-@dataclass
-class ModelInfo:
-    source: ModelSource
-    fingerprint: str  # changes when the weights or configs change
-    native_size: int  # pixels, the size the model was trained at
-    size_multiple: int  # width and height must be multiples of this
-
-
-def inspect_model(name: str, base: Path | None = None) -> ModelInfo:
-    """Read a model's configs (not its weights) to learn its size and fingerprint."""
-    source = resolve(name, base)
-    folder = source.folder
-    if source.kind == "hub":
-        folder = _hub_snapshot(source.location)
-        if folder is None:
-            raise offline_error(source.location)
-    assert folder is not None
-    return ModelInfo(source, _fingerprint(folder), *_geometry(folder))
-
-
-def _geometry(folder: Path) -> tuple[int, int]:
-    unet = json.loads((folder / "unet" / "config.json").read_text())
-    vae_path = folder / "vae" / "config.json"
-    vae_scale = 8
-    if vae_path.is_file():
-        vae = json.loads(vae_path.read_text())
-        vae_scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
-    sample = unet.get("sample_size", 64)
-    if isinstance(sample, list | tuple):
-        sample = sample[0]
-    levels = len(unet.get("block_out_channels", [0, 0, 0, 0]))
-    return int(sample) * vae_scale, vae_scale * 2 ** (levels - 1)
-
-
-def _fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        rel = path.relative_to(folder).as_posix()
-        if path.suffix in (".json", ".txt"):
-            digest.update(rel.encode() + b"\0" + path.read_bytes())
-        elif path.suffix in (".safetensors", ".bin", ".ckpt", ".pt"):
-            size = path.stat().st_size
-            with path.open("rb") as handle:
-                head = handle.read(65536)
-                handle.seek(max(0, size - 65536))
-                tail = handle.read(65536)
-            digest.update(rel.encode() + str(size).encode() + head + tail)
-    return digest.hexdigest()[:16]
-
-
-def offline_error(repo_id: str) -> ModelError:
-    return ModelError(
-        f"model '{repo_id}' is not in the local Hugging Face cache and the hub cannot be "
-        "reached (offline?)",
-        hint=f"download it on a connected machine ('hf download {repo_id}'), or set "
-        "model.name to a local folder written by save_pretrained, or use 'bundled:toyworld'",
-    )
 
 
 # -- devices ------------------------------------------------------------------------------
@@ -409,38 +257,6 @@ class Painter:
 def _refs_signature(job: PaintJob) -> tuple:
     refs = tuple((r.name, r.key, r.strength, r.position, r.box) for r in job.characters)
     return refs, job.infusion.model_dump_json()
-
-
-def round_size(value: int, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def panel_size(info: ModelInfo, size: int | None, aspect: float) -> tuple[int, int]:
-    """(width, height) a panel whose frame has ``aspect`` (width / height) is painted at:
-    about the area of a ``size`` x ``size`` square (None: the model's native size), in
-    the multiples the model needs (see :func:`fit_size`)."""
-    side = round_size(size or info.native_size, info.size_multiple)
-    return fit_size(aspect, side, info.size_multiple)
-
-
-def fit_size(aspect: float, side: int, multiple: int, tolerance: float = 0.03) -> tuple[int, int]:
-    """(width, height) in multiples of ``multiple`` for a painting of ``aspect``: of sizes
-    0.5 to 2 times the area of ``side`` x ``side``, the nearest that area within
-    ``tolerance`` of ``aspect``, else the nearest aspect (a coarse model, 64 px in steps of
-    16, misses some; the frame meets the rest: ``layout.compose.meet_painting``)."""
-    area, best = side * side, None
-    for h in range(multiple, int(math.sqrt(area * 2 / min(aspect, 1.0))) + 1, multiple):
-        low = max(multiple, math.floor(h * aspect / multiple) * multiple)
-        for w in (low, low + multiple):
-            ratio = w * h / area
-            miss = abs(math.log(w / h / aspect))
-            key = (max(miss - math.log1p(tolerance), 0.0), abs(math.log(ratio)))
-            if 0.5 <= ratio <= 2 and (best is None or key < best[0]):
-                best = (key, w, h)
-    if best is None:  # a model whose multiple is larger than its native size
-        w, h = side * math.sqrt(aspect), side / math.sqrt(aspect)
-        return round_size(round(w), multiple), round_size(round(h), multiple)
-    return best[1], best[2]
 
 
 def out_of_memory(device: str) -> ModelError:

@@ -147,7 +147,8 @@ def test_out_of_memory_is_one_clear_line():
     import torch
 
     from comicgen.errors import ModelError
-    from comicgen.painter import Painter, PaintJob, inspect_model
+    from comicgen.models import inspect_model
+    from comicgen.painter import Painter, PaintJob
     from comicgen.settings import ModelSettings
 
     painter = Painter.load(ModelSettings(name=TINY), info=inspect_model(TINY))

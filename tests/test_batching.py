@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from comicgen.infusion import CharacterRefs
-from comicgen.painter import Painter, PaintJob, inspect_model
+from comicgen.models import inspect_model
+from comicgen.painter import Painter, PaintJob
 from comicgen.settings import InfusionSettings, ModelSettings
 from tests.helpers import comicgen_process, long_story, tiny_workspace
 from tests.support.tiny import TINY

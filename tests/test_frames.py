@@ -11,7 +11,7 @@ from PIL import Image
 from comicgen.infusion.refs import POSITION_BOXES
 from comicgen.layout import BookLayout, known_layouts, layout_book
 from comicgen.library import Library
-from comicgen.painter import fit_size
+from comicgen.models import fit_size
 from comicgen.render import build_book, plan, render_story
 from tests.helpers import tiny_workspace
 
@@ -107,3 +107,34 @@ def test_painting_sizes_are_model_multiples_near_the_native_area(aspect, side, m
     assert w % multiple == 0 and h % multiple == 0
     assert 0.5 <= w * h / side**2 <= 2
     assert abs(w / h / aspect - 1) <= 0.12, (w, h)  # the frame meets the rest
+
+
+def test_a_model_trained_on_buckets_paints_a_frame_of_their_aspect_at_their_size(tmp_path):
+    """A model folder's comicgen.json lists the sizes it was trained at; a frame of one of
+    their aspects is painted at exactly that size (not an off-bucket size of the same
+    area), other aspects as before, and a broken file is one clear error."""
+    import json
+    import shutil
+
+    from comicgen.errors import ModelError
+    from comicgen.models import inspect_model, panel_size
+    from tests.support.tiny import TINY
+
+    folder = tmp_path / "model"
+    shutil.copytree(TINY, folder)
+    plain = inspect_model(str(folder))
+    assert plain.buckets == ()
+    side = plain.native_size
+    buckets = [[side, side], [2 * side, side], [side, 2 * side]]
+    (folder / "comicgen.json").write_text(json.dumps({"buckets": buckets}))
+    info = inspect_model(str(folder))
+    assert info.buckets == tuple(map(tuple, buckets))
+    assert info.fingerprint != plain.fingerprint
+    assert panel_size(info, None, 2.0) == (2 * side, side)  # the trained strip
+    assert panel_size(plain, None, 2.0) != (2 * side, side)  # same area as a square
+    assert panel_size(info, None, 0.5) == (side, 2 * side)
+    assert panel_size(info, None, 1.5) == panel_size(plain, None, 1.5)  # no such bucket
+    assert panel_size(info, 2 * side, 2.0) == panel_size(plain, 2 * side, 2.0)
+    (folder / "comicgen.json").write_text('{"buckets": [[64]]}')
+    with pytest.raises(ModelError, match="comicgen.json"):
+        inspect_model(str(folder))

@@ -10,7 +10,8 @@ from PIL import Image
 
 from comicgen.errors import ModelError
 from comicgen.infusion import CharacterRefs
-from comicgen.painter import Painter, PaintJob, inspect_model
+from comicgen.models import inspect_model
+from comicgen.painter import Painter, PaintJob
 from comicgen.settings import InfusionSettings, ModelSettings
 from tests.support.tiny import TINY
 

@@ -68,7 +68,7 @@ ONE_HOME = {
     r"BORDER_TOLERANCE\s*=": "images.py",  # the character mask
     r"yaml\.(SafeLoader|safe_load|load)\(": "yamlfile.py",  # YAML with line and column
     r"\.parents\)": "workspace.py",  # the workspace walk-up
-    r"def panel_size\(": "painter.py",  # a panel's size for the model
+    r"def panel_size\(": "models.py",  # a panel's size for the model
     r"\"--allow-outside\"": "commands/_common.py",
     r"^import sqlite3|sqlite3\.connect\(": "library/",  # the database (doctor asks Library)
 }

@@ -49,6 +49,13 @@ def export(state, vae, text_encoder, unet, args, log) -> None:
         vae.to(torch.float16)
         pipe.save_pretrained(tmp / "pipeline", safe_serialization=True)
         M.write_tokenizer_files(tmp / "pipeline" / "tokenizer")  # also vocab.json + merges.txt
+        if state.get("buckets"):
+            # the sizes it was trained at: comicgen paints a frame of their aspect at theirs
+            scale = 2 ** (len(vae.config.block_out_channels) - 1)
+            sizes = [[w * scale, h * scale] for h, w in state["buckets"].values()]
+            (tmp / "pipeline" / "comicgen.json").write_text(
+                json.dumps({"buckets": sizes}) + "\n", encoding="utf-8"
+            )
         summary = {
             k: state.get(k)
             for k in (
