@@ -12,7 +12,8 @@ See ``docs/infusion.md`` for the method and its settings.
 """
 
 from comicgen.infusion.cache import FeatureCache
-from comicgen.infusion.engine import Infuser, InfusionHandle, block_weights, infused
+from comicgen.infusion.engine import Infuser, InfusionHandle, infused
+from comicgen.infusion.features import block_weights
 from comicgen.infusion.refs import CharacterRefs, position_box, reference_mask
 
 __all__ = [

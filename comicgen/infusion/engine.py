@@ -32,6 +32,7 @@ from comicgen.infusion.attention import (
 )
 from comicgen.infusion.cache import FeatureCache
 from comicgen.infusion.features import (
+    block_weights,
     canonical,
     combine,
     mean_canonical,
@@ -113,27 +114,6 @@ def infused(
         yield handle
     finally:
         infuser.detach()
-
-
-def _level(values: list[float], i: int) -> float:
-    if not values:
-        return 0.0
-    return float(values[min(i, len(values) - 1)])
-
-
-def block_weights(unet, settings: InfusionSettings) -> dict[str, float]:
-    """The weight of every U-Net block (0 = not hooked), by the settings' levels."""
-    weights: dict[str, float] = {}
-    blocks = "blocks" in settings.levels
-    for i in range(len(unet.down_blocks)):
-        weights[f"down.{i}"] = _level(settings.layers.down, i) if blocks else 0.0
-    if getattr(unet, "mid_block", None) is not None:
-        weights["mid"] = float(settings.layers.mid) if blocks else 0.0
-    for i in range(len(unet.up_blocks)):
-        weights[f"up.{i}"] = _level(settings.layers.up, i) if blocks else 0.0
-    if settings.mode != "seed" and "out" in settings.levels:
-        weights["out"] = float(settings.layers.out)
-    return weights
 
 
 class Infuser:

@@ -3,6 +3,7 @@
 - :func:`canonical`: a character's reference rows read through each view's frame onto one
   canonical grid and averaged, weighted by the masks (``mode: seed``: the plain mean);
 - :func:`placed`: the canonical map drawn into the character's box at the panel's size;
+- :func:`block_weights`: which U-Net blocks are infused, and how strongly;
 - :func:`combine`: the panel's features moved toward the placed ones (``blend``, ``adain``,
   ``add``), or the seed method's plain addition.
 """
@@ -16,6 +17,7 @@ from comicgen.infusion.refs import Box, frame_grid
 
 if TYPE_CHECKING:
     from comicgen.infusion.prepare import Character
+    from comicgen.settings import InfusionSettings
 
 
 def canonical(ch: Character, rows, *, seed_mode: bool, width: int, height: int) -> tuple:
@@ -114,3 +116,24 @@ def combine(kind: str, target, placements: list[tuple], amounts: list[float], we
         gain = rms_panel / rms_ref.clamp_min(1e-6)
         change = change + weight * a * m * gain * p
     return target + change
+
+
+def _level(values: list[float], i: int) -> float:
+    if not values:
+        return 0.0
+    return float(values[min(i, len(values) - 1)])
+
+
+def block_weights(unet, settings: InfusionSettings) -> dict[str, float]:
+    """The weight of every U-Net block (0 = not hooked), by the settings' levels."""
+    weights: dict[str, float] = {}
+    blocks = "blocks" in settings.levels
+    for i in range(len(unet.down_blocks)):
+        weights[f"down.{i}"] = _level(settings.layers.down, i) if blocks else 0.0
+    if getattr(unet, "mid_block", None) is not None:
+        weights["mid"] = float(settings.layers.mid) if blocks else 0.0
+    for i in range(len(unet.up_blocks)):
+        weights[f"up.{i}"] = _level(settings.layers.up, i) if blocks else 0.0
+    if settings.mode != "seed" and "out" in settings.levels:
+        weights["out"] = float(settings.layers.out)
+    return weights
