@@ -271,3 +271,45 @@ def test_render_and_serve_at_once_paint_each_panel_once(tmp_path):
     assert painted_by_render + len(studio.painter.painted) == 9, output
     assert integrity(ws) == "ok"
     assert len(list((ws.cache_dir / "panels").rglob("*.png"))) == 9
+
+
+def test_a_panel_made_stale_while_painting_is_dropped_at_the_next_step(tmp_path):
+    """The painting thread checks between denoising steps that its panel is still wanted:
+    a new build that no longer wants it stops it there (not cached, not shown), and the
+    thread goes on to the panels that are wanted."""
+    from comicgen.library import Library
+    from comicgen.render import plan
+    from comicgen.serve.jobs import Painter, Work
+
+    ws = tiny_workspace(tmp_path / "ws", steps=12)
+    path = ws.stories_dir / "served.yaml"
+    path.write_text(STORY, encoding="utf-8")
+    with Library.open(ws.db_path, ws.cache_dir) as lib:
+        the_plan = plan(ws, path, lib)
+    first, second = (Work("served", ws, the_plan, job) for job in the_plan.jobs[:2])
+    events: list[tuple[str, str, int | None]] = []
+    thread: Painter
+
+    def emit(event: str, data: dict, story: str | None) -> None:
+        events.append((event, data.get("id"), data.get("step")))
+        if event == "progress" and data["id"] == first.job.id and data["step"] == 3:
+            thread.replace("served", [second])  # a save changed the first panel
+
+    thread = Painter(lambda: Library.open(ws.db_path, ws.cache_dir), emit)
+    thread.replace("served", [first, second])
+    thread.start()
+    try:
+        wait_for(lambda: thread.painted, timeout=120, what=f"a panel painted {events}")
+    finally:
+        thread.stop()
+        thread.join(timeout=30)
+    assert thread.errors == []
+    assert thread.dropped == [("served", first.job.id)]
+    assert thread.painted == [("served", second.job.id)]
+    steps = [s for e, i, s in events if e == "progress" and i == first.job.id]
+    assert steps == [1, 2, 3]  # stopped at the step after the build that dropped it
+    assert ("dropped", first.job.id, None) in events
+    assert ("painted", first.job.id, None) not in events
+    with Library.open(ws.db_path, ws.cache_dir) as lib:
+        assert lib.cache_get(first.job.key) is None
+        assert lib.cache_get(second.job.key) is not None
