@@ -33,6 +33,7 @@ def run_checks(start: Path | None) -> list[Check]:
     checks.extend(_database_checks(ws))
     checks.extend(_story_checks(ws))
     checks.extend(_torch_checks(ws))
+    checks.append(_memory_check(ws))
     checks.append(_model_check(ws))
     checks.append(_upscaler_check(ws))
     return checks
@@ -237,6 +238,18 @@ def _torch_checks(ws) -> list[Check]:
     else:
         checks.append(Check("device", FAIL, f"model.device = {wanted} is not available; {detail}"))
     return checks
+
+
+def _memory_check(ws) -> Check:
+    """The device's memory and the plan ``[model] memory`` makes there (comicgen.memory)."""
+    from comicgen.errors import ComicgenError
+    from comicgen.memory import doctor_line
+
+    try:
+        fits, detail = doctor_line(ws.config.model, ws.root)
+    except ComicgenError as exc:  # the device check reports an unavailable device
+        return Check("memory", WARN, exc.line())
+    return Check("memory", OK if fits else WARN, detail)
 
 
 def _model_check(ws) -> Check:

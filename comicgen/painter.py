@@ -73,16 +73,10 @@ def pick_dtype(device: str, requested: str = "auto"):
 
 
 def _speed_ups(pipe, settings: ModelSettings) -> None:
-    """The opt-in memory and speed settings of ``[model]`` (SDPA attention is diffusers'
-    default with torch 2, so it needs no switch)."""
+    """The opt-in speed settings of ``[model]`` (SDPA attention is diffusers' default with
+    torch 2, so it needs no switch; the memory settings are :mod:`comicgen.memory`'s)."""
     import torch
 
-    if settings.attention_slicing:
-        pipe.enable_attention_slicing()
-    if settings.vae_slicing:
-        pipe.vae.enable_slicing()
-    if settings.vae_tiling:
-        pipe.vae.enable_tiling()
     if settings.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if settings.compile:
@@ -129,6 +123,7 @@ class Painter:
         self.dtype = dtype
         self.scheduler = scheduler
         self.feature_cache = None
+        self.memory = None  # the comicgen.memory.MemoryPlan it was placed by
 
     @classmethod
     def load(
@@ -151,21 +146,17 @@ class Painter:
 
             cls_name = _SCHEDULERS[scheduler]
             pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config)
-        try:
-            if settings.cpu_offload:
-                if not device.startswith("cuda"):
-                    raise ModelError(
-                        f"model.cpu_offload needs a CUDA GPU, but the device is {device}",
-                        hint="set model.cpu_offload = false, or use --device cuda",
-                    )
-                pipe.enable_model_cpu_offload(device=device)
-            else:
-                pipe = pipe.to(device)
+        from comicgen.memory import place
+
+        try:  # the memory plan: offloaded or on the device whole, tiled, sliced
+            plan = place(pipe, settings, device)
         except torch.OutOfMemoryError:
             raise out_of_memory(device) from None
         _speed_ups(pipe, settings)
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, info, device, dtype, scheduler)
+        painter = cls(pipe, info, device, dtype, scheduler)
+        painter.memory = plan
+        return painter
 
     def auto_batch_size(self, width: int, height: int) -> int:
         """How many panels to paint per call (``--batch-size auto``).
@@ -224,7 +215,8 @@ class Painter:
             if self.feature_cache is None:
                 # the characters' reference features, reused by every later panel
                 # that shows the same characters (one U-Net pass per step then)
-                self.feature_cache = FeatureCache(max_bytes=first.infusion.cache_mb * 1024**2)
+                gpu = self.memory.cache_gpu_bytes if self.memory else None  # the plan's cap
+                self.feature_cache = FeatureCache(first.infusion.cache_mb * 1024**2, gpu)
             context = infused(
                 self.pipe,
                 list(first.characters),
@@ -262,8 +254,8 @@ def _refs_signature(job: PaintJob) -> tuple:
 def out_of_memory(device: str) -> ModelError:
     return ModelError(
         f"out of memory on {device}",
-        hint='try a smaller size (settings.size), --device cpu, dtype = "float16", or '
-        "model.attention_slicing = true",
+        hint='try a smaller size (settings.size), model.memory = "low" or "lowest", '
+        '--device cpu, or dtype = "float16"',
     )
 
 

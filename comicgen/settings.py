@@ -66,6 +66,21 @@ class ModelSettings(Strict):
         description="Keep only the component in use on the GPU (enable_model_cpu_offload): "
         "for GPUs with little memory; slower.",
     )
+    memory: Literal["auto", "low", "lowest"] = Field(
+        "auto",
+        description="GPU memory plan (comicgen doctor shows it): 'auto' keeps everything on "
+        "the GPU when the model fits, else tiles the VAE's decoding, then offloads to the CPU; "
+        "'low' = model CPU offload; 'lowest' = sequential CPU offload (slowest). Changes "
+        "nothing on the CPU.",
+    )
+    feature_cache_gpu_mb: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="GPU memory Infusion's reference-feature cache may use, in MiB (beyond "
+        "it, cached features wait on the CPU). Empty: the memory plan's (512 when the model "
+        "fits whole, less when offloading, 0 with sequential offload).",
+    )
 
 
 class RenderSettings(Strict):

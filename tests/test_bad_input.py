@@ -165,5 +165,5 @@ def test_out_of_memory_is_one_clear_line():
     line = caught.value.line()
     assert "\n" not in line
     assert line.startswith("out of memory on cpu")
-    for fix in ("smaller size", "--device cpu", "float16", "attention_slicing"):
+    for fix in ("smaller size", 'memory = "low"', "--device cpu", "float16"):
         assert fix in line
