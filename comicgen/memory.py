@@ -151,7 +151,7 @@ def plan_memory(
         levels = [lv for lv in levels if LEVELS.index(lv) >= 2] or levels[-1:]
     elif setting == "lowest":
         levels = levels[-1:]
-    plans = [_with_estimate(_level(base, lv, kind), size, side, dtype_bytes) for lv in levels]
+    plans = [_with_estimate(level_plan(base, lv, kind), size, side, dtype_bytes) for lv in levels]
     if setting != "auto":
         return plans[0]
     if size is None or total_bytes is None:
@@ -162,7 +162,7 @@ def plan_memory(
     return replace(plans[-1], note="may still not fit: try a smaller [render] size")
 
 
-def _level(base: MemoryPlan, level: str, kind: str) -> MemoryPlan:
+def level_plan(base: MemoryPlan, level: str, kind: str) -> MemoryPlan:
     rank = LEVELS.index(level)
     return replace(
         base,
@@ -539,7 +539,7 @@ def table(references: int = 4) -> str:
         base = MemoryPlan("auto", "full", "cuda", "float16", side=side)
         cells = [_gib(estimate_peak(size, base, side, 4))]
         for level in LEVELS:
-            cells.append(_gib(estimate_peak(size, _level(base, level, "cuda"), side)))
+            cells.append(_gib(estimate_peak(size, level_plan(base, level, "cuda"), side)))
         cells.append(_gib(estimate_peak(size, base, side, references=references)))
         text = sum(n for k, n in size.params.items() if k.startswith("text_encoder"))
         counts = f"{size.params['unet'] / 1e6:.0f} M / {size.params['vae'] / 1e6:.0f} M / "
