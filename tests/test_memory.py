@@ -16,15 +16,15 @@ from comicgen.infusion import CharacterRefs
 from comicgen.memory import (
     GIB,
     LEVELS,
+    SETTINGS,
     MemoryPlan,
     apply_plan,
     budget,
     estimate_peak,
     level_plan,
-    family_size,
     plan_memory,
-    size_of_folder,
 )
+from comicgen.modelsize import family_size, size_of_folder
 from comicgen.painter import Painter, PaintJob, inspect_model
 from comicgen.settings import InfusionSettings, ModelSettings
 from tests.support.tiny import TINY
@@ -63,9 +63,7 @@ def test_family_layouts_have_the_published_parameter_counts(family):
 def test_each_level_needs_less_than_the_one_before(family):
     s = size(family)
     base = MemoryPlan("auto", "full", "cuda", "float16")
-    peaks = [
-        estimate_peak(s, level_plan(base, level, "cuda"), s.native_size) for level in LEVELS
-    ]
+    peaks = [estimate_peak(s, level_plan(base, level, "cuda"), s.native_size) for level in LEVELS]
     assert all(a >= b for a, b in zip(peaks, peaks[1:], strict=False)), peaks
     assert peaks[-1] < peaks[0] / 4
     # float16 weights halve the weights' share; references add U-Net rows
@@ -97,9 +95,10 @@ def test_auto_on_a_gpu_takes_the_fastest_plan_that_fits():
     assert tight.level == "sequential" and "may still not fit" in tight.note
     # a larger panel needs more: a plan for 2048 px is at least as lean
     big = plan_memory("auto", "cuda", 12 * GIB, sdxl, side=2048)
-    assert LEVELS.index(big.level) >= LEVELS.index(plan_memory("auto", "cuda", 12 * GIB, sdxl).level)
+    native = plan_memory("auto", "cuda", 12 * GIB, sdxl)
+    assert LEVELS.index(big.level) >= LEVELS.index(native.level)
     # SDPA attention on CUDA: slicing would only add the score matrix back
-    assert not any(plan_memory(s, "cuda", 4 * GIB, sdxl).attention_slicing for s in ("low",))
+    assert not any(plan_memory(s, "cuda", 4 * GIB, sdxl).attention_slicing for s in SETTINGS)
 
 
 def test_low_and_lowest():
