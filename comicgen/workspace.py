@@ -43,6 +43,7 @@ CONFIG_TEMPLATE = """\
 name = "bundled:toyworld"
 device = "auto"        # auto | cpu | cuda | cuda:1 | mps
 dtype = "auto"         # auto | float32 | float16 | bfloat16
+memory = "auto"       # auto | low | lowest: GPU memory plan (comicgen doctor shows it)
 # speed and memory, all off by default: channels_last, compile (or render --compile),
 # vae_slicing, vae_tiling, attention_slicing, cpu_offload (= true to turn one on)
 

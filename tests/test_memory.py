@@ -234,7 +234,7 @@ def test_doctor_reports_the_memory_plan(tmp_path):
 
     Workspace.create(tmp_path)
     (tmp_path / "comicgen.toml").write_text(
-        (tmp_path / "comicgen.toml").read_text().replace('dtype = "auto"', 'memory = "lowest"')
+        (tmp_path / "comicgen.toml").read_text().replace('memory = "auto"', 'memory = "lowest"')
     )
     check = next(c for c in run_checks(tmp_path) if c.name == "memory")
     assert check.status == "ok"

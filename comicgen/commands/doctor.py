@@ -12,7 +12,8 @@ _STYLE = {"ok": "green", "warn": "yellow", "FAIL": "bold red"}
 @handle_errors
 def doctor(workspace: WorkspaceOption = None) -> None:
     """Check the workspace: config, database integrity and schema, character images,
-    panel cache, torch and device, and whether the configured model and upscaler load.
+    panel cache, torch and device, the device's memory and the memory plan that
+    [model] memory chooses there, and whether the configured model and upscaler load.
 
     Exits with 1 when a check fails.
     """
