@@ -219,7 +219,7 @@ def make_img2img(pipe):
 def check_inputs(args) -> tuple[str, str]:
     """The scoring models' folders; :class:`Missing` naming everything that is not here."""
     from comicgen.errors import ComicgenError
-    from comicgen.painter import inspect_model
+    from comicgen.models import inspect_model
 
     missing, folders = [], []
     for path, option in ((args.characters, "--characters"), (args.story, "--story")):

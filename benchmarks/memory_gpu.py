@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from comicgen.infusion import CharacterRefs
     from comicgen.memory import GIB, apply_plan, estimate_peak, level_plan
+    from comicgen.models import inspect_model
     from comicgen.modelsize import size_of_pipeline
-    from comicgen.painter import Painter, PaintJob, _load_pipeline, inspect_model
+    from comicgen.painter import Painter, PaintJob, _load_pipeline
     from comicgen.settings import InfusionSettings
 
     info = inspect_model(args.model)

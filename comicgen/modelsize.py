@@ -184,7 +184,7 @@ def model_size(name: str, base=None) -> ModelSize | None:
     """The :class:`ModelSize` of the model ``name`` names (a diffusers folder, bundled
     or local, or a cached hub snapshot), from its configs; None when it cannot be read."""
     try:
-        from comicgen.painter import _hub_snapshot, resolve
+        from comicgen.models import _hub_snapshot, resolve
 
         source = resolve(name, base)
         folder = source.folder or _hub_snapshot(source.location)

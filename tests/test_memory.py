@@ -24,8 +24,9 @@ from comicgen.memory import (
     level_plan,
     plan_memory,
 )
+from comicgen.models import inspect_model
 from comicgen.modelsize import family_size, size_of_folder
-from comicgen.painter import Painter, PaintJob, inspect_model
+from comicgen.painter import Painter, PaintJob
 from comicgen.settings import InfusionSettings, ModelSettings
 from tests.support.tiny import TINY
 
