@@ -239,7 +239,7 @@ def check_inputs(args) -> tuple[str, str]:
     return folders[0], folders[1]
 
 
-def prepare(args):
+def prepare(args, folder: Path):
     """(painter, [(PaintJob, PanelJob)]) for the story."""
     from comicgen.errors import ComicgenError
     from comicgen.jobs import plan
@@ -248,7 +248,7 @@ def prepare(args):
     from comicgen.painting import _paint_job
     from comicgen.workspace import Workspace
 
-    ws = Workspace.create(Path(tempfile.mkdtemp(prefix="comicgen-consistency-")))
+    ws = Workspace.create(folder)  # a scratch workspace: the library of the sheets
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     ws.config.model.name = model
     ws.config.model.device = args.device
@@ -257,20 +257,20 @@ def prepare(args):
         ws.config.render.size = args.size
     if args.steps:
         ws.config.render.steps = args.steps
-    library = Library.open(ws.db_path, ws.cache_dir)
-    try:
-        library.import_folder(Path(args.characters), allow_outside=True)
-        the_plan = plan(ws, Path(args.story).resolve(), library, allow_outside=True)
-    except ComicgenError as exc:
-        raise Missing(exc.line()) from None
-    if the_plan.model_name != model:
-        raise Missing(
-            f"the story sets model: {the_plan.model_name}; the protocol paints with --model "
-            "(remove the story's model: line)"
-        )
-    jobs = the_plan.jobs[: args.panels] if args.panels else the_plan.jobs
-    painter = Painter.load(ws.config.model, info=the_plan.info)
-    return painter, [(_paint_job(j, library), j) for j in jobs]
+    with Library.open(ws.db_path, ws.cache_dir) as library:
+        try:
+            library.import_folder(Path(args.characters), allow_outside=True)
+            the_plan = plan(ws, Path(args.story).resolve(), library, allow_outside=True)
+        except ComicgenError as exc:
+            raise Missing(exc.line()) from None
+        if the_plan.model_name != model:
+            raise Missing(
+                f"the story sets model: {the_plan.model_name}; the protocol paints with "
+                "--model (remove the story's model: line)"
+            )
+        jobs = the_plan.jobs[: args.panels] if args.panels else the_plan.jobs
+        paint_jobs = [(_paint_job(j, library), j) for j in jobs]  # the sheets, loaded
+    return Painter.load(ws.config.model, info=the_plan.info), paint_jobs
 
 
 def score_panel(scorers: Scorers, image, job) -> dict[str, list[float]]:
@@ -289,6 +289,11 @@ def score_panel(scorers: Scorers, image, job) -> dict[str, list[float]]:
 
 
 def run(args) -> dict[str, dict]:
+    with tempfile.TemporaryDirectory(prefix="comicgen-consistency-") as folder:
+        return _run(args, Path(folder))
+
+
+def _run(args, folder: Path) -> dict[str, dict]:
     import torch
 
     torch.set_num_threads(args.threads)
@@ -300,7 +305,7 @@ def run(args) -> dict[str, dict]:
 
     clip, dino = check_inputs(args)
     scorers = Scorers.load(clip, dino, pick_device(args.device))
-    painter, jobs = prepare(args)
+    painter, jobs = prepare(args, folder)
     img2img = (
         make_img2img(painter.pipe) if any(m.startswith("img2img") for m in args.methods) else None
     )

@@ -251,10 +251,11 @@ def doctor_line(settings, base=None) -> tuple[bool, str]:
     device = pick_device(settings.device)
     total = device_memory(device)
     size = model_size(settings.name, base)
-    plan = plan_memory(settings.memory, device, total, size)
-    plan = merge_explicit(plan, settings)
+    plan = merge_explicit(plan_memory(settings.memory, device, total, size), settings)
+    if settings.dtype != "auto":
+        plan = replace(plan, dtype=settings.dtype)
     if size is not None:
-        plan = _with_estimate(plan, size, plan.side, 4 if device == "cpu" else 2)
+        plan = _with_estimate(plan, size, plan.side, 4 if plan.dtype == "float32" else 2)
     what = "RAM" if device == "cpu" else "memory"
     head = f"{device}: {human(total)} {what}" if total else f"{device}: memory unknown"
     if size is not None:
