@@ -204,9 +204,10 @@ def estimate_peak(
 def unet_activations(config: dict, latent: int, batch: int, plan: MemoryPlan, mps: bool) -> int:
     """Elements alive at the U-Net's busiest moment: the skip features the down path
     keeps for the up path, plus the working tensors of the busiest block (a transformer
-    block: residual, norm, the GEGLU feed-forward's 8C projection and its 4C product, so
-    about 14 values per channel and token; a resnet on the up path with its skip
-    concatenated: about 6), plus, where attention is computed plainly, the score matrix."""
+    block: residual, norms, the GEGLU feed-forward's 8C projection, its gate and product,
+    about 22 values per channel and token — fitted to the SD 1.5 and SDXL U-Nets measured
+    on the CPU, benchmarks/memory_activations.py; a resnet with its skip concatenated:
+    about 6), plus, where attention is computed plainly, the score matrix."""
     channels = list(config.get("block_out_channels", (320, 640, 1280, 1280)))
     down = list(config.get("down_block_types", ()))
     heads = config.get("attention_head_dim", 8)
@@ -222,7 +223,7 @@ def unet_activations(config: dict, latent: int, batch: int, plan: MemoryPlan, mp
         last = i == len(channels) - 1
         skips += c * tokens * layers + (0 if last else c * (s // 2) ** 2)
         attends = i < len(down) and "CrossAttn" in down[i]
-        work = max(work, (14 if attends else 6) * c * tokens)
+        work = max(work, (22 if attends else 6) * c * tokens)
         if attends and (plan.attention_slicing or mps):
             rows = max(1, heads[i] // 2) if plan.attention_slicing else batch * heads[i]
             scores = max(scores, 2 * rows * tokens * tokens)
