@@ -150,7 +150,7 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
     page = merge(cfg.page, story.page)
     infusion_base = merge(cfg.infusion, story.infusion)
     model_name = story.model or cfg.model.name
-    info = inspect_model(model_name, base=ws.root)
+    info = inspect_model(model_name, ws.root, cfg.model.model_copy(update={"name": model_name}))
     upscale = render.upscale or default_upscaler(model_name)
     resolve_upscaler(upscale, ws.root)  # a missing file fails now, not after painting
     warnings: list[str] = []

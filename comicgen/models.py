@@ -27,8 +27,11 @@ from comicgen.errors import ModelError
 @dataclass
 class ModelSource:
     name: str  # as the person wrote it
-    kind: str  # bundled | local | hub
-    location: str  # folder path or hub id
+    kind: str  # bundled | local | hub | file (a single-file checkpoint)
+    location: str  # folder path, hub id or file path
+    family: str | None = None  # a single file's (comicgen.checkpoints.FAMILIES)
+    config: str | None = None  # the folder whose configs build a single file
+    vae: str | None = None  # a [model] vae replacing the model's (resolved)
 
     @property
     def folder(self) -> Path | None:
@@ -57,7 +60,12 @@ def resolve(name: str, base: Path | None = None) -> ModelSource:
         path.exists()
         or name.startswith((".", "/", "~"))
         or os.sep in name.rstrip("/").split("/", 1)[-1]
+        or path.suffix.lower() in (".safetensors", ".ckpt")
     ):
+        if path.is_file() or path.suffix.lower() in (".safetensors", ".ckpt"):
+            if not path.is_file():
+                raise ModelError(f"model file '{name}' does not exist", hint="check model.name")
+            return ModelSource(name, "file", str(path.resolve()))
         if not path.is_dir():
             raise ModelError(f"model folder '{name}' does not exist", hint="check model.name")
         if not (path / "model_index.json").is_file():
@@ -113,9 +121,16 @@ class ModelInfo:
     buckets: tuple[tuple[int, int], ...] = ()
 
 
-def inspect_model(name: str, base: Path | None = None) -> ModelInfo:
-    """Read a model's configs (not its weights) to learn its size and fingerprint."""
+def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelInfo:
+    """Read a model's configs (not its weights) to learn its size and fingerprint;
+    ``settings`` (ModelSettings): the [model] family, config and vae of a single-file
+    checkpoint or a VAE swap (:mod:`comicgen.checkpoints`)."""
     source = resolve(name, base)
+    if source.kind == "file" or (settings is not None and settings.vae):
+        from comicgen.checkpoints import inspect_source
+        from comicgen.settings import ModelSettings
+
+        return inspect_source(source, settings or ModelSettings(name=name), base)
     folder = source.folder
     if source.kind == "hub":
         folder = _hub_snapshot(source.location)

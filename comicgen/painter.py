@@ -102,6 +102,8 @@ class PaintJob:
     guidance_rescale: float | None = None  # None: recommended_guidance_rescale()
     characters: Sequence[Any] = ()  # comicgen.infusion.CharacterRefs
     infusion: InfusionSettings = field(default_factory=InfusionSettings)
+    loras: Sequence[Any] = ()  # comicgen.adapters.LoraUse
+    embeddings: Sequence[Any] = ()  # comicgen.adapters.EmbeddingUse
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
@@ -124,6 +126,7 @@ class Painter:
         self.scheduler = scheduler
         self.feature_cache = None
         self.memory = None  # the comicgen.memory.MemoryPlan it was placed by
+        self.adapters = None  # comicgen.adapters.Adapters, once a LoRA or embedding is used
 
     @classmethod
     def load(
@@ -137,10 +140,14 @@ class Painter:
         _quiet()
         import torch
 
-        info = info or inspect_model(settings.name, base)
+        info = info or inspect_model(settings.name, base, settings)
         device = pick_device(settings.device)
         dtype = pick_dtype(device, settings.dtype)
         pipe = _load_pipeline(info.source, dtype)
+        if settings.vae:
+            from comicgen.checkpoints import load_vae
+
+            pipe.register_modules(vae=load_vae(settings.vae, base, info.source, dtype))
         if scheduler != "default":
             import diffusers
 
@@ -197,6 +204,11 @@ class Painter:
         if rescale is None:
             rescale = recommended_guidance_rescale(self.pipe.scheduler.config)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        if self.adapters is not None or any(j.loras or j.embeddings for j in jobs):
+            from comicgen.adapters import Adapters
+
+            self.adapters = self.adapters or Adapters(self.pipe)
+            self.adapters.activate(jobs)
 
         def callback(pipe, step, timestep, kwargs):
             if on_step is not None:
@@ -263,6 +275,10 @@ def _load_pipeline(source: ModelSource, dtype):
     _quiet()
     from diffusers import DiffusionPipeline
 
+    if source.kind == "file":
+        from comicgen.checkpoints import load_pipeline
+
+        return load_pipeline(source, dtype)
     kwargs: dict[str, Any] = {"torch_dtype": dtype}
     if source.kind == "hub":
         folder = _hub_snapshot(source.location)

@@ -28,11 +28,63 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Path_ = Annotated[str, Field(min_length=1, max_length=1000)]
+FAMILY_NAMES = ("sd15", "sd21-v", "sd21", "sdxl")
+
+
+class LoraSpec(Strict):
+    """A LoRA file (kohya / A1111 or diffusers format) and how strongly it applies."""
+
+    path: Path_ = Field(
+        description="The .safetensors file: relative to the workspace (to the character's "
+        "YAML for a character's own), or absolute."
+    )
+    weight: float = Field(
+        1.0, ge=-4.0, le=4.0, description="Its scale; 0 turns it off (a panel may do so)."
+    )
+
+
+class EmbeddingSpec(Strict):
+    """A textual-inversion embedding and the trigger word that calls it in a prompt."""
+
+    path: Path_ = Field(description="The .safetensors/.pt/.bin file, as for a LoRA.")
+    token: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S+$")] | None = Field(
+        None, description="Its trigger word in prompts; empty: the file's name without suffix."
+    )
+
+
 class ModelSettings(Strict):
     name: str = Field(
         "bundled:toyworld",
         description="Diffusion model: 'bundled:toyworld', a Hugging Face hub id "
-        "(e.g. 'stable-diffusion-v1-5/stable-diffusion-v1-5') or a local diffusers folder.",
+        "(e.g. 'stable-diffusion-v1-5/stable-diffusion-v1-5'), a local diffusers folder, "
+        "or a single-file SD 1.x/2.x/SDXL checkpoint (.safetensors or .ckpt).",
+    )
+    family: Literal[FAMILY_NAMES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="A single-file checkpoint's family when its weights do not tell: "
+        "sd15, sd21-v (SD 2.x 768 v-prediction), sd21 (SD 2.x 512 epsilon), sdxl. "
+        "Empty: detected.",
+    )
+    config: str | None = Field(
+        None,
+        max_length=1000,
+        description="A diffusers folder whose configs and tokenizers build a single-file "
+        "checkpoint instead of the shipped family configs (an unusual layout).",
+    )
+    vae: str | None = Field(
+        None,
+        max_length=1000,
+        description="A VAE replacing the model's: a .safetensors/.ckpt file or a diffusers "
+        "folder.",
+    )
+    loras: list[LoraSpec] = Field(
+        default_factory=list, max_length=32, description="LoRAs applied to every panel."
+    )
+    embeddings: list[EmbeddingSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Textual-inversion embeddings; each applies where its token is in a prompt.",
     )
     device: str = Field(
         "auto", description="'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."
