@@ -15,6 +15,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from comicgen.adapters import AdapterPlan, key_data
 from comicgen.errors import ComicgenError
 from comicgen.layout import SHAPE_ASPECT, check_layout, page_frames, shape_aspect
 from comicgen.settings import (
@@ -65,6 +66,8 @@ class PanelJob:
     guidance_rescale: float | None = None  # None: the model's recommendation
     characters: list[CharacterSpec] = field(default_factory=list)
     infusion: InfusionSettings = field(default_factory=InfusionSettings)
+    loras: tuple = ()  # adapters.LoraUse, sorted
+    embeddings: tuple = ()  # adapters.EmbeddingUse whose token is in the prompt
     key: str = ""
 
     @property
@@ -88,6 +91,7 @@ class PanelJob:
         if self.characters and self.infusion.weight > 0:
             data["characters"] = [asdict(c) for c in self.characters]
             data["infusion"] = self.infusion.model_dump()
+        data |= key_data(self.loras, self.embeddings)
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -161,6 +165,7 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
         cast = _cast(story, key)
         descriptions[key] = cast.description if cast and cast.description else ch.description
 
+    layers = AdapterPlan(ws, loaded)
     jobs: list[PanelJob] = []
     sizes = panel_sizes(story, page, info, render.size, warnings)
     for p, n, _page, panel in story.panels():
@@ -209,6 +214,8 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
             characters=specs,
             infusion=merge(infusion_base, panel.infusion),
         )
+        job.loras = layers.loras(p, n, panel, [c.name for c in specs])
+        job.embeddings = layers.embeddings(job.prompt, job.negative_prompt)
         job.key = job.compute_key()
         jobs.append(job)
     unknown = vocabulary_warning(info, [job.prompt for job in jobs])

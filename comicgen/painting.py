@@ -93,6 +93,7 @@ def batches(jobs: list[PanelJob], size: int) -> list[list[PanelJob]]:
     order: list[list[PanelJob]] = []
     for job in jobs:
         sig: tuple = (job.width, job.height, job.steps, job.guidance, job.guidance_rescale)
+        sig += (job.loras, job.embeddings)  # one LoRA set per pipeline call
         if job.characters and job.infusion.weight > 0:
             if job.infusion.reference_seed is None:
                 order.append([job])

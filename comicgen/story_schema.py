@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from comicgen.settings import (
+    EmbeddingSpec,
     InfusionSettings,
+    LoraSpec,
     PageSettings,
     RenderSettings,
     Shape,
@@ -151,6 +153,12 @@ class Panel(Strict):
         "the automatic layout gives it a frame of that shape.",
     )
     infusion: InfusionOverride | None = Field(None, description="Infusion settings here.")
+    loras: list[LoraSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="LoRAs for this panel, added to the story's and the characters' "
+        "(the same file again sets its weight; weight 0 turns it off here).",
+    )
 
     @field_validator("characters", mode="before")
     @classmethod
@@ -207,6 +215,17 @@ class Story(Strict):
     settings: RenderOverride | None = Field(None, description="Overrides [render] settings.")
     infusion: InfusionOverride | None = Field(None, description="Overrides [infusion].")
     page: PageOverride | None = Field(None, description="Overrides [page] settings.")
+    loras: list[LoraSpec] = Field(
+        default_factory=list,
+        max_length=32,
+        description="LoRAs for every panel, added to [model] loras (the same file again "
+        "sets its weight). Paths are relative to the workspace.",
+    )
+    embeddings: list[EmbeddingSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Textual-inversion embeddings, added to [model] embeddings.",
+    )
     cast: dict[Name, CastMember] = Field(
         default_factory=dict, description="Per-story character settings."
     )

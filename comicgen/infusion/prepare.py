@@ -53,7 +53,9 @@ class Character:
 
 
 def model_key(pipe) -> str:
-    return f"{getattr(pipe, 'name_or_path', '') or ''}#{id(pipe.unet)}"
+    # the active LoRAs and embeddings (comicgen.adapters) change what the U-Net computes
+    adapters = getattr(pipe, "_comicgen_adapters", "")
+    return f"{getattr(pipe, 'name_or_path', '') or ''}#{id(pipe.unet)}#{adapters}"
 
 
 def scheduler_key(scheduler) -> str:

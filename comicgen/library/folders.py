@@ -28,7 +28,7 @@ from comicgen.fsutil import atomic_write_text
 from comicgen.images import IMAGE_SUFFIXES, parse_grid
 from comicgen.yamlfile import parse_yaml, place
 
-KEYS = ("name", "description", "images", "sheet", "grid")
+KEYS = ("name", "description", "images", "sheet", "grid", "loras")
 
 
 def _grid_ok(grid: str) -> bool:
@@ -60,6 +60,7 @@ class CharacterFile:
     sheet: ImageRef | None = None
     grid: str | None = None
     line: int | None = None  # where the name is, for messages
+    loras: list = field(default_factory=list)  # settings.LoraSpec, paths made absolute
 
 
 def character_files(folder: Path) -> list[Path]:
@@ -148,6 +149,8 @@ def read_character_file(
             )
         return _resolve(value, base, root, allow_outside, shown, line, column, field_name)
 
+    if data.get("loras") is not None:
+        result.loras = _loras(data["loras"], base, shown, marks)
     images = data.get("images")
     sheet = data.get("sheet")
     if images is not None:
@@ -186,6 +189,26 @@ def read_character_file(
     if not result.images and result.sheet is None:
         raise LocatedError("lists no images", **where("images"))
     return result
+
+
+def _loras(value: Any, base: Path, shown: str, marks) -> list:
+    """A character's own LoRAs (``loras: [{path: style.safetensors, weight: 0.8}]``),
+    paths relative to its YAML file; checked as the story's are."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from comicgen.settings import LoraSpec
+
+    try:
+        specs = TypeAdapter(list[LoraSpec]).validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ("loras", *error["loc"])
+        line, column = place(marks, loc)
+        field_name = "loras" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+        raise LocatedError(
+            error["msg"], file=shown, line=line, column=column, field=field_name
+        ) from None
+    return [spec.model_copy(update={"path": str(base / spec.path)}) for spec in specs]
 
 
 def _resolve(
