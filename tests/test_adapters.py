@@ -173,3 +173,25 @@ def test_missing_or_wrong_lora_files_are_one_line(files, tmp_path):
         f"[model]\nname = '{TINY}'\nloras = [{{path = 'gone.safetensors', weight = 2}}]\n"
     )
     one_line(runner.invoke(app, args), "comicgen.toml: model.loras[0].path", "gone")
+
+
+def test_sdxl_takes_a_lora_and_a_two_encoder_embedding(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.support.tiny import tiny_model_dir
+
+    pipe = tiny_pipeline("sdxl")
+    lora_file = save_tiny_lora(pipe, tmp_path / "xl-style.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    vectors = {
+        "clip_l": torch.randn(1, 768, generator=generator),
+        "clip_g": torch.randn(1, 1280, generator=generator),
+    }
+    save_file(vectors, str(tmp_path / "xl-emb.safetensors"))
+    painter = Painter.load(ModelSettings(name=str(tiny_model_dir("sdxl")), device="cpu"))
+    plain = paint(painter, "a cat xlemb")
+    emb = EmbeddingUse(str(tmp_path / "xl-emb.safetensors"), "xlemb", "e" * 64)
+    with_both = paint(painter, "a cat xlemb", loras=lora(lora_file, 1.0), embeddings=(emb,))
+    assert np.abs(plain - with_both).mean() > 0.1
+    assert painter.adapters.tokens == {"xlemb": "e" * 64}
