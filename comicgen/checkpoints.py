@@ -70,8 +70,13 @@ def read_shapes(path: Path, name: str | None = None) -> dict[str, tuple[int, ...
             raise _bad_file(name, f"unreadable safetensors: {_why(exc)[:120]}") from None
     import torch
 
-    try:
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    try:  # weights_only: a .ckpt is a pickle, and no code in it is run
+        try:
+            data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as exc:  # saved before torch's zip format: no memory map
+            if "mmap" not in str(exc):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
         raise _bad_file(name, f"unreadable .ckpt: {_why(exc)[:120]}") from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

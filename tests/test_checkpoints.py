@@ -159,3 +159,40 @@ def test_corrupt_or_unknown_files_are_one_line_and_exit_2(tmp_path):
     one_line_error(run_render(ws, 'name = "junk.ckpt"'), "unreadable .ckpt")
     one_line_error(run_render(ws, 'name = "missing.safetensors"'), "does not exist")
     one_line_error(run_render(ws, 'name = "bundled:toyworld"\nfamily = "sd3"'), "family")
+
+
+# Parameter counts of the published checkpoints (their model cards / safetensors headers).
+PUBLISHED = {
+    "sd15": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
+    "sd21-v": {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840},
+    "sd21": {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840},
+    "sdxl": {
+        "unet": 2_567_463_684,
+        "vae": 83_653_863,
+        "text_encoder": 123_060_480,
+        "text_encoder_2": 694_659_840,
+    },
+}
+
+
+@pytest.mark.parametrize("family", list(PUBLISHED))
+def test_shipped_configs_build_the_published_models(family):
+    """Every shipped component, built from its config on the meta device (no memory),
+    has the parameter count of the published model of its family."""
+    import importlib
+
+    from accelerate import init_empty_weights
+
+    folder = family_folder(family)
+    index = json.loads((folder / "model_index.json").read_text())
+    counts = {}
+    for name in PUBLISHED[family]:
+        library, cls_name = index[name]
+        cls = getattr(importlib.import_module(library), cls_name)
+        with init_empty_weights():
+            if library == "diffusers":
+                model = cls.from_config(cls.load_config(folder / name))
+            else:
+                model = cls(cls.config_class.from_pretrained(folder / name))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    assert counts == PUBLISHED[family]
