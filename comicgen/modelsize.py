@@ -187,6 +187,13 @@ def model_size(name: str, base=None) -> ModelSize | None:
         from comicgen.models import _hub_snapshot, resolve
 
         source = resolve(name, base)
+        if source.kind == "file":  # a single-file checkpoint: its family's shipped configs
+            from pathlib import Path
+
+            from comicgen.checkpoints import detect_family, family_folder, read_shapes
+
+            shapes = read_shapes(Path(source.location), name)
+            return size_of_folder(family_folder(detect_family(shapes, name)))
         folder = source.folder or _hub_snapshot(source.location)
         return size_of_folder(folder) if folder is not None else None
     except Exception:  # noqa: BLE001 - unknown here; the model check says why

@@ -61,6 +61,11 @@ def test_detected_family_picks_the_shipped_configs(single_files):
         assert info.source.family == DETECTED[layout]
         assert info.source.config == str(family_folder(DETECTED[layout]))
         assert info.native_size == sizes[layout]
+    # the memory plan (doctor) sizes a single file by its family's shipped configs
+    from comicgen.modelsize import model_size
+
+    size = model_size(str(single_files["sdxl"][1]))
+    assert size is not None and size.family == "sdxl" and size.params["unet"] == 2_567_463_684
     # an explicit family wins over the detection
     path = single_files["sd21"][1]
     info = inspect_model(str(path), settings=ModelSettings(name=str(path), family="sd21"))
