@@ -136,6 +136,7 @@ class Painter:
         info: ModelInfo | None = None,
         scheduler: str = "default",
         base: Path | None = None,
+        side: int | None = None,
     ) -> Painter:
         _quiet()
         import torch
@@ -156,7 +157,7 @@ class Painter:
         from comicgen.memory import place
 
         try:  # the memory plan: offloaded or on the device whole, tiled, sliced
-            plan = place(pipe, settings, device)
+            plan = place(pipe, settings, device, side)
         except torch.OutOfMemoryError:
             raise out_of_memory(device) from None
         _speed_ups(pipe, settings)

@@ -186,6 +186,7 @@ def _load_painter(ws: Workspace, the_plan: Plan, model: dict | None, reporter: R
         info=the_plan.info,
         scheduler=the_plan.render.scheduler,
         base=ws.root,
+        side=the_plan.render.size,  # the memory plan's estimate is for this panel size
     )
 
 

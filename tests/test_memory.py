@@ -114,6 +114,8 @@ def test_low_and_lowest():
     assert cpu.offload == "none" and cpu.vae_tiling and "CUDA" in cpu.note
     with pytest.raises(ValueError, match="expected one of auto, low, lowest"):
         plan_memory("tiny", "cuda", GIB, sd15)
+    with pytest.raises(ValueError, match="'auto', 'low' or 'lowest'"):
+        ModelSettings(memory="tiny")
     assert plan_memory("auto", "cuda", 8 * GIB, None).note.startswith("model size unknown")
 
 
@@ -161,6 +163,9 @@ def same(a, b) -> bool:
 def test_painter_is_placed_by_its_plan():
     painter = load()
     assert painter.memory.level == "cpu" and painter.memory.dtype == "float32"
+    assert painter.memory.side == 64 and painter.memory.peak_bytes > 0
+    sized = Painter.load(ModelSettings(name=TINY), info=inspect_model(TINY), side=128)
+    assert sized.memory.side == 128 and sized.memory.peak_bytes > painter.memory.peak_bytes
     assert not painter.pipe.vae.use_tiling
     low = load(memory="low")
     assert low.memory.vae_tiling and low.pipe.vae.use_tiling and low.memory.offload == "none"
