@@ -258,3 +258,29 @@ def test_float16_with_an_upcast_vae_paints_on_a_gpu(memory):
     assert painter.memory.dtype == "float16"
     images = paint(painter)
     assert all(np.isfinite(i).all() and i.std() > 0 for i in images)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("memory", ["low", "lowest"])
+def test_a_lora_with_infusion_under_offload_on_a_gpu(tmp_path, memory):
+    """A LoRA (peft, loaded by diffusers' loader into an offloaded pipeline: diffusers takes
+    the offload hooks off, loads, and puts them back — with no device given, so only on a
+    GPU) and Infusion together paint what they paint on a pipeline kept whole."""
+    from comicgen.adapters import LoraUse, file_sha
+    from tests.support.adapters import save_tiny_lora
+    from tests.support.tiny import tiny_pipeline
+
+    path = save_tiny_lora(tiny_pipeline("tiny"), tmp_path / "style.safetensors", seed=1)
+    refs = [CharacterRefs("Bo", [SHEET], None, "a blue square", position="right", key="bo")]
+    job = PaintJob(
+        "a character", 64, 64, 3, 5.0, seed=3, characters=refs, infusion=InfusionSettings()
+    )
+    use = (LoraUse(str(path), 1.0, file_sha(path)),)
+
+    def run(loras, **kw):
+        painter = load(device="cuda", dtype="float32", **kw)
+        return np.asarray(painter.paint(replace(job, loras=loras)), dtype=np.int16)
+
+    whole = run(use)
+    assert np.abs(whole - run(())).mean() > 0.5  # the LoRA acts
+    assert np.abs(whole - run(use, memory=memory)).max() <= TOLERANCE
