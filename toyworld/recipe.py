@@ -73,6 +73,20 @@ STAGES = (
         + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6"),
         ("--data", "96000", "--batch", "512", "--budget-minutes", "15"),
     ),
+    Stage(
+        "6 second generation, longer",
+        "train",
+        ("--out", GEN2, "--init", "@export", "--data", "16000", "--batch", "32", "--lr", "4e-4")
+        + ("--reserve-minutes", "3", "--checkpoint-minutes", "10", "--extend-minutes", "95")
+        + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6"),
+        ("--data", "96000", "--batch", "512", "--extend-minutes", "15"),
+    ),
+    Stage(
+        "7 decoder fine-tune on the second generation's drawing",
+        "finetune_decoder",
+        ("--minutes", "20", "--data", "12000"),
+        ("--minutes", "3", "--data", "48000", "--batch", "256"),
+    ),
 )
 
 
