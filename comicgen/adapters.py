@@ -276,9 +276,7 @@ class AdapterPlan:
         self.base = lora_uses(model.loras, ws.root, toml)
         story = loaded.story
         self.story = lora_uses(story.loras, ws.root, loaded.error)
-        self.all_embeddings = embedding_uses(
-            [*model.embeddings, *story.embeddings], ws.root, toml
-        )
+        self.all_embeddings = embedding_uses([*model.embeddings, *story.embeddings], ws.root, toml)
         self._characters: dict[str, list[LoraUse]] | None = None
 
     def loras(self, page: int, index: int, panel, names: Sequence[str]) -> tuple[LoraUse, ...]:

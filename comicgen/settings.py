@@ -75,8 +75,7 @@ class ModelSettings(Strict):
     vae: str | None = Field(
         None,
         max_length=1000,
-        description="A VAE replacing the model's: a .safetensors/.ckpt file or a diffusers "
-        "folder.",
+        description="A VAE replacing the model's: a .safetensors/.ckpt file or a diffusers folder.",
     )
     loras: list[LoraSpec] = Field(
         default_factory=list, max_length=32, description="LoRAs applied to every panel."
