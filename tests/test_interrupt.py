@@ -38,7 +38,9 @@ def start_and_stop(ws, sig: int, after_panels: int):
 
 @pytest.fixture
 def workspace(tmp_path):
-    ws = tiny_workspace(tmp_path / "w", steps=8)
+    # enough steps per panel that the signal lands while panels remain (a fast machine
+    # painted the last panels before it arrived)
+    ws = tiny_workspace(tmp_path / "w", steps=40)
     (ws.stories_dir / "long.yaml").write_text(long_story(3), encoding="utf-8")
     return ws
 
