@@ -17,6 +17,7 @@ from comicgen.painter import Painter, PaintJob, inspect_model
 from comicgen.settings import ModelSettings
 from tests.helpers import tiny_workspace
 from tests.support.checkpoints import save_single_file
+from tests.support.published import PUBLISHED
 from tests.support.tiny import tiny_model_dir, tiny_pipeline
 
 DETECTED = {"sd15": "sd15", "sd21": "sd21-v", "sdxl": "sdxl"}
@@ -164,20 +165,6 @@ def test_corrupt_or_unknown_files_are_one_line_and_exit_2(tmp_path):
     one_line_error(run_render(ws, 'name = "junk.ckpt"'), "unreadable .ckpt")
     one_line_error(run_render(ws, 'name = "missing.safetensors"'), "does not exist")
     one_line_error(run_render(ws, 'name = "bundled:toyworld"\nfamily = "sd3"'), "family")
-
-
-# Parameter counts of the published checkpoints (their model cards / safetensors headers).
-PUBLISHED = {
-    "sd15": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
-    "sd21-v": {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840},
-    "sd21": {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840},
-    "sdxl": {
-        "unet": 2_567_463_684,
-        "vae": 83_653_863,
-        "text_encoder": 123_060_480,
-        "text_encoder_2": 694_659_840,
-    },
-}
 
 
 @pytest.mark.parametrize("family", list(PUBLISHED))

@@ -26,6 +26,12 @@ RECIPE_OPTIONS = {"--device", "--stages", "--workers", "--threads", "--dry-run",
 GEN1 = ".train/toyworld"
 GEN2 = ".train/toyworld-gen2"
 BUCKETS = "square:0.4,wide:0.15,tall:0.15,strip-wide:0.15,strip-tall:0.15"
+# the second generation's training options, shared by its first run and its extension
+GEN2_ARGS = (
+    ("--out", GEN2, "--init", "@export", "--data", "16000", "--batch", "32", "--lr", "4e-4")
+    + ("--reserve-minutes", "3", "--checkpoint-minutes", "10")
+    + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6")
+)
 
 
 @dataclass(frozen=True)
@@ -68,17 +74,13 @@ STAGES = (
     Stage(
         "5 second generation: facing, faces, aspect-ratio buckets",
         "train",
-        ("--out", GEN2, "--init", "@export", "--data", "16000", "--batch", "32", "--lr", "4e-4")
-        + ("--budget-minutes", "88", "--reserve-minutes", "3", "--checkpoint-minutes", "10")
-        + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6"),
+        GEN2_ARGS + ("--budget-minutes", "88"),
         ("--data", "96000", "--batch", "512", "--budget-minutes", "15"),
     ),
     Stage(
         "6 second generation, longer",
         "train",
-        ("--out", GEN2, "--init", "@export", "--data", "16000", "--batch", "32", "--lr", "4e-4")
-        + ("--reserve-minutes", "3", "--checkpoint-minutes", "10", "--extend-minutes", "95")
-        + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6"),
+        GEN2_ARGS + ("--extend-minutes", "95"),
         ("--data", "96000", "--batch", "512", "--extend-minutes", "15"),
     ),
     Stage(
