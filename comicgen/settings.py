@@ -308,6 +308,14 @@ class InfusionSettings(Strict):
         description="Seed of the fixed per-reference noise; empty: the panel's seed (then "
         "cached reference features are only reused by panels with the same seed).",
     )
+    reference_every: int = Field(
+        1,
+        ge=1,
+        le=50,
+        description="Run the reference rows every N steps and reuse their features in the "
+        "steps between (a panel whose characters are not cached yet runs faster; 1: every "
+        "step).",
+    )
     feather: float = Field(
         0.1, ge=0.0, le=0.5, description="Soft edge of a character's box, as a fraction of it."
     )

@@ -318,6 +318,45 @@ def test_cached_features_equal_the_uncached_path():
     assert len(cache) > 0 and cache.nbytes > 0
 
 
+@pytest.mark.parametrize("levels", [["blocks", "out"], ["attention"]])
+def test_reference_every_runs_the_references_on_every_nth_step_and_reuses_them(levels):
+    from diffusers import DDIMScheduler
+
+    pipe = pipe_for("sd15")
+    own = pipe.scheduler
+    pipe.scheduler = DDIMScheduler.from_config(own.config)  # one U-Net call per step
+    refs = [character(n=2)]
+
+    def run(steps, cache=None, seed=3, **kw):
+        call = dict(height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=5.0)
+        s = settings(levels=levels, **kw)
+        with infused(pipe, refs, s, seed=seed, cache=cache, **call) as handle:
+            image = pipe(
+                prompt="a red cat",
+                generator=torch.Generator().manual_seed(seed),
+                **call,
+                output_type="np",
+            ).images
+        return image, handle
+
+    try:
+        every1, h1 = run(5)
+        every2, h2 = run(5, reference_every=2)
+        # steps 0, 2, 4 run the reference rows; 1 and 3 reuse 0's and 2's features
+        assert h1.reference_rows_run == 5 * 2 and h2.reference_rows_run == 3 * 2
+        assert (h2.cache_misses, h2.cache_hits) == (3, 2)
+        assert not np.array_equal(every1, every2)
+        # one step: the same computation
+        assert np.array_equal(run(1)[0], run(1, reference_every=2)[0])
+        # with a shared cache, a later panel reuses them all (no reference rows)
+        cache = FeatureCache(max_bytes=64 * 1024**2)
+        first, _ = run(5, cache=cache, reference_every=2)
+        _, later = run(5, cache=cache, seed=4, reference_every=2)
+        assert np.array_equal(first, every2) and later.reference_rows_run == 0
+    finally:
+        pipe.scheduler = own
+
+
 def test_cached_character_moves_to_a_new_place_like_the_uncached_path():
     """A later panel reuses the character's prepared references and features, placed
     anew for its own box: at another position it equals the uncached panel."""

@@ -161,3 +161,22 @@ def test_train_without_training_options_is_the_shipped_recipe(capsys):
     (gpu,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
     assert "--device cuda" in gpu and "--batch 512" in gpu and "--batch 32" not in gpu
     assert not recipe.is_recipe_call(["--device", "cpu", "--data", "48"])  # one custom run
+
+
+def test_face_groups_show_one_scene_with_every_expression_and_the_facings_turning():
+    images, ids, _ = M.data_chunk(7, 8, 8, 2, 0.0, False, "tall", close_up=0.6, group=4)
+    assert images.shape == (8, 96, 64, 3)
+    for run in (0, 4):
+        base = W.sample_scene(W.scene_rng(7, 8 + run), 0.0, "tall", 0.6)
+        scenes = [M.vary_face(base, k) for k in range(4)]
+        for k, scene in enumerate(scenes):
+            assert np.array_equal(images[run + k], np.asarray(W.render(scene)))
+        for c in range(len(base.characters)):
+            faces = [s.characters[c] for s in scenes]
+            assert {f.expression for f in faces} == set(W.EXPRESSIONS)
+            assert len({f.facing for f in faces}) == 3
+            # only the face changes: identity, place and scene stay
+            assert len({replace(f, expression="happy", look=0) for f in faces}) == 1
+        assert len({(s.sky, s.ground, s.prop, s.shot) for s in scenes}) == 1
+    # the two runs are different scenes
+    assert not np.array_equal(images[0], images[4])

@@ -220,14 +220,18 @@ def data_chunk(
     bucket: str = "square",
     face_masks: bool = False,
     close_up: float | None = None,
+    group: int = 1,
 ):
     """Training data ``start .. start+count`` in the frame of ``bucket``: images (uint8
     N x H x W x 3), ``variants`` training captions per image as token ids (int32 N x
     variants x MAX_TOKENS) and, with ``hat_masks`` / ``face_masks``, the parts at latent
     resolution (uint8 N x H/4 x W/4: bit ``HAT`` where a 4x4-pixel cell holds a pixel the
     hats change, bit ``FACE`` where it overlaps a face's box; else None).  Model sheets
-    only in the square bucket.  Deterministic per index (a process-pool worker; no
-    torch)."""
+    only in the square bucket.  With ``group`` > 1 the images come in runs of ``group``
+    (``start`` a multiple of it): one scene, each character's expression and facing turned
+    on by one per image (:func:`vary_face`), so that a batch of a whole run shows what
+    the face words change and nothing else.  Deterministic per index (a process-pool
+    worker; no torch)."""
     import random
     from dataclasses import replace
 
@@ -245,7 +249,10 @@ def data_chunk(
     if hat_masks or face_masks:
         masks = np.zeros((count, height // cell, width // cell), dtype=np.uint8)
     for i in range(count):
-        scene = W.sample_scene(W.scene_rng(seed, start + i), sheet_fraction, bucket, close_up)
+        j = start + i
+        scene = W.sample_scene(W.scene_rng(seed, j - j % group), sheet_fraction, bucket, close_up)
+        if group > 1:
+            scene = vary_face(scene, j % group)
         images[i] = np.asarray(W.render(scene))
         if masks is not None:
             if hat_masks and any(c.hat != "none" for c in scene.characters):
@@ -263,6 +270,20 @@ def data_chunk(
         for v in range(variants):
             ids[i, v] = caption_ids(W.training_caption(scene, rng))
     return images, ids, masks
+
+
+def vary_face(scene, k: int):
+    """``scene`` with every character's expression and facing turned on by ``k`` (cycling
+    through ``world.EXPRESSIONS`` and ``world.FACINGS``)."""
+    from dataclasses import replace
+
+    from toyworld import world as W
+
+    def turn(c):
+        e = W.EXPRESSIONS[(W.EXPRESSIONS.index(c.expression) + k) % len(W.EXPRESSIONS)]
+        return replace(c, expression=e, look=(c.look + 1 + k) % len(W.FACINGS) - 1)
+
+    return replace(scene, characters=tuple(turn(c) for c in scene.characters))
 
 
 # --- components ------------------------------------------------------------------------

@@ -123,6 +123,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "expression and facing)",
     )
     ap.add_argument(
+        "--face-groups",
+        type=int,
+        default=1,
+        help="render the data in runs of this many images of one scene whose characters' "
+        "expression and facing differ, and train on whole runs with one noise and timestep "
+        "(1: independent images; 4: every expression in each run)",
+    )
+    ap.add_argument(
         "--buckets",
         default="square:1",
         help=f"aspect-ratio buckets and their shares of the data, e.g. {DEFAULT_BUCKETS!r}; "
@@ -289,7 +297,8 @@ def latents_phase(run: Run, data: dict) -> dict:
     vae_id = state.get("vae_steps_done", 0) if "init" not in state else "init"
     for name, (images, ids, masks) in data.items():
         n = images.shape[0]
-        f = run.out / f"latents-{a.seed}-{name}-{n}-{a.sheet_fraction}-{a.close_up}-{vae_id}.pt"
+        g = f"-g{a.face_groups}" if a.face_groups > 1 else ""
+        f = run.out / f"latents-{a.seed}-{name}-{n}-{a.sheet_fraction}-{a.close_up}-{vae_id}{g}.pt"
         if f.exists():
             mean, std = (x.to(run.device) for x in torch.load(f, map_location="cpu"))
         else:
@@ -380,14 +389,19 @@ def unet_phase(run: Run, latents: dict) -> None:
             g["lr"] = lr
         name = names[int(torch.multinomial(shares, 1, generator=cpu_gen))]
         lat_mean, lat_std, caption_ids, masks = latents[name]
-        b = bucket_batch(name, args.batch)
-        idx = torch.randint(0, lat_mean.shape[0], (b,), device=device, generator=gen)
+        g = args.face_groups
+        b = max(g, bucket_batch(name, args.batch) // g * g)
+        # whole runs of ``g`` images (one scene, faces varied) share noise and timestep
+        runs = torch.randint(0, lat_mean.shape[0] // g, (b // g,), device=device, generator=gen)
+        idx = (runs[:, None] * g + torch.arange(g, device=device)).flatten()
         var = torch.randint(0, caption_ids.shape[1], (b,), device=device, generator=gen)
         ids = caption_ids[idx, var].long()
         mu = lat_mean[idx].float()
         lat = (mu + lat_std[idx].float() * torch.randn(mu.shape, device=device, generator=gen)) * sf
-        noise = torch.randn(lat.shape, device=device, generator=gen)
-        ts = torch.randint(0, sched.config.num_train_timesteps, (b,), device=device, generator=gen)
+        shape = (b // g, *lat.shape[1:])
+        noise = torch.randn(shape, device=device, generator=gen).repeat_interleave(g, 0)
+        n_t = sched.config.num_train_timesteps
+        ts = torch.randint(0, n_t, (b // g,), device=device, generator=gen).repeat_interleave(g)
         a = ac[ts].view(-1, 1, 1, 1)
         noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
         with run.autocast():
@@ -468,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
             hat_masks=args.hat_weight > 0,
             face_masks=args.face_weight > 0,
             close_up=args.close_up,
+            group=args.face_groups,
         )
     run = Run(args)
     if args.export_only or run.state["phase"] == "done":

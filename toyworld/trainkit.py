@@ -47,18 +47,19 @@ def render_data(
     hat_masks: bool = False,
     face_masks: bool = False,
     close_up: float | None = None,
+    group: int = 1,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Images, caption ids and part masks of the training set, per bucket (``count`` images
     shared out by the buckets' shares; model sheets only in the square bucket)."""
     buckets = buckets or {"square": 1.0}
     jobs, owners = [], []
     for name, share in buckets.items():
-        n = int(round(count * share))
+        n = int(round(count * share)) // group * group
         base = list(W.BUCKETS).index(name) * BUCKET_INDEX_STRIDE
         sheets = sheet_fraction if name == "square" else 0.0
         for s in range(0, n, 500):
             args = (seed, base + s, min(500, n - s), variants, sheets, hat_masks, name, face_masks)
-            jobs.append((*args, close_up))
+            jobs.append((*args, close_up, group))
             owners.append(name)
     t = time.time()
     w = max(1, workers)

@@ -47,6 +47,8 @@ from comicgen.infusion.rows import (
     from_x0,
     pad_other_inputs,
     reference_rows,
+    source_step,
+    strength_at,
     to_x0,
 )
 
@@ -139,6 +141,9 @@ class Infuser:
         self.height, self.width = height, width
         self.steps = num_inference_steps
         self.seed = seed
+        if cache is None and settings.reference_every > 1:
+            # features computed at one step are reused by the next ones: keep them
+            cache = FeatureCache(max_bytes=max(1, settings.cache_mb) * 1024**2)
         self.cache = cache
         self.handle = handle or InfusionHandle(characters=[r.name for r in refs])
         self.cfg = guidance_scale > 1.0 and self.unet.config.get("time_cond_proj_dim") is None
@@ -242,14 +247,6 @@ class Infuser:
                 index = int(match.nonzero()[0, 0])
         return min(index, max(self.steps - 1, 0)), t
 
-    def _schedule(self, step: int) -> float:
-        s = self.settings
-        if s.schedule == "decay":
-            return float(s.decay**step)
-        if s.schedule == "cutoff":
-            return 1.0 if step < s.cutoff * self.steps else 0.0
-        return 1.0
-
     def _alpha_bar(self, t: float) -> float:
         return alpha_bar(self.pipe.scheduler, t)
 
@@ -264,15 +261,18 @@ class Infuser:
         sample, timestep = values["sample"], values["timestep"]
         batch = sample.shape[0]
         step, t = self._step_of(timestep)
-        scale = self._schedule(step)
+        scale = strength_at(self.settings, step, self.steps)
         if scale == 0.0:
             self._call = None
             return None
         self.handle.infused_calls += 1
+        step_key = source_step(self.settings, self.pipe.scheduler, step, t)
+        if step_key[0] != step and not self._all_cached(step_key):
+            step_key = (step, round(t, 3))  # nothing to reuse (evicted): run them now
         call = _Call(
             batch=batch,
             step=step,
-            step_key=(step, round(t, 3)),
+            step_key=step_key,
             t=t,
             sample=sample,
             scale=scale,
@@ -316,6 +316,12 @@ class Infuser:
         # every other per-row input: repeat the last (conditional) row; residuals: zeros
         pad_other_inputs(kwargs, tuple(names), batch, extra, pooled)
         return tuple(args), kwargs
+
+    def _all_cached(self, step_key: tuple) -> bool:
+        names = self._feature_names()
+        return self.cache is not None and all(
+            self.cache.peek(ch.key + (step_key, name)) for ch in self.characters for name in names
+        )
 
     def _post_hook(self, module, args, output):
         call = self._call

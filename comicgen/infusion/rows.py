@@ -29,6 +29,27 @@ def alpha_bar(scheduler, t: float) -> float:
     return float(alphas[lo]) * (1 - frac) + float(alphas[hi]) * frac
 
 
+def strength_at(settings, step: int, steps: int) -> float:
+    """s(t): the infusion's strength at step ``step`` of ``steps`` (``settings.schedule``)."""
+    if settings.schedule == "decay":
+        return float(settings.decay**step)
+    if settings.schedule == "cutoff":
+        return 1.0 if step < settings.cutoff * steps else 0.0
+    return 1.0
+
+
+def source_step(settings, scheduler, step: int, t: float) -> tuple[int, float]:
+    """The (step, timestep) whose reference features step ``step`` uses: the last step
+    that ran the reference rows under ``settings.reference_every`` (``step`` itself with
+    1, or when the scheduler's timesteps are unknown)."""
+    every = settings.reference_every
+    timesteps = getattr(scheduler, "timesteps", None)
+    source = step - step % every
+    if every == 1 or source == step or timesteps is None or len(timesteps) <= source:
+        return (step, round(t, 3))
+    return (source, round(float(timesteps[source]), 3))
+
+
 def to_x0(kind: str, x, out, rows_a):
     """The denoised latent a U-Net output implies (``rows_a``: ᾱ per row)."""
     ra, rb = rows_a.sqrt(), (1.0 - rows_a).sqrt()

@@ -191,8 +191,9 @@ def train(args: argparse.Namespace) -> dict:
     settings = (
         InfusionSettings(**json.loads(args.infusion)) if args.infusion else InfusionSettings()
     )
-    # the references' noise: a new draw every step (not the fixed one painting uses)
-    settings = settings.model_copy(update={"reference_seed": None})
+    # the references' noise: a new draw every step (not the fixed one painting uses); their
+    # rows run at every (random) timestep
+    settings = settings.model_copy(update={"reference_seed": None, "reference_every": 1})
 
     step = 0
     if args.resume:
