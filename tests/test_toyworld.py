@@ -237,6 +237,19 @@ def test_training_script_runs_and_resumes_an_interrupted_extension(tmp_path):
     assert state["unet_steps_done"] > 2  # trained on for the extension's last seconds
 
 
+def test_a_new_decoder_is_kept_only_when_better():
+    from toyworld.finetune_decoder import better
+
+    same = {"expression": 0.8, "facing": 0.95}
+    assert better(30.0, 30.2, same, same)
+    assert not better(30.0, 29.9, same, same)
+    sharper_faces = {"expression": 0.9, "facing": 0.95}
+    assert better(30.0, 29.97, same, sharper_faces)  # faces better, PSNR within 0.05 dB
+    assert not better(30.0, 29.8, same, sharper_faces)
+    assert not better(30.0, 31.0, same, {"expression": 0.7, "facing": 0.95})
+    assert not better(30.0, 31.0, same, {"expression": 0.8, "facing": 0.9})
+
+
 def test_decoder_finetune_keeps_the_encoder_and_the_file_format(tmp_path, capsys):
     import torch
     from diffusers import AutoencoderKL
@@ -254,10 +267,11 @@ def test_decoder_finetune_keeps_the_encoder_and_the_file_format(tmp_path, capsys
     size = (export / "vae" / weights).stat().st_size
     finetune_decoder.main(
         ["--model", str(export), "--steps", "5", "--data", "32", "--workers", "1"]
-        + ["--batch", "8", "--lr", "1e-3", "--eval-samples", "16"]
+        + ["--batch", "8", "--lr", "1e-3", "--eval-samples", "16", "--face-weight", "4"]
     )
     out = capsys.readouterr().out
     assert "decoder: wrote" in out, out  # 5 steps from a 2-step VAE: clearly better
+    assert out.count("expression") == 2 and out.count("facing") == 2  # faces, before and after
     after = AutoencoderKL.from_pretrained(export / "vae")
     for name, p in before.encoder.state_dict().items():
         assert torch.equal(p, after.encoder.state_dict()[name]), name

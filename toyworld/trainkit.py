@@ -138,14 +138,24 @@ def ema_update(ema, model, decay: float) -> None:
         )
 
 
-def reconstruction_loss(rec, x):
+def reconstruction_loss(rec, x, weight=None):
     """The VAE's image loss: L1 + MSE + 0.5 * L1 of the horizontal and vertical gradients
-    (edges).  Returns (loss, l1, mse)."""
-    l1 = (rec - x).abs().mean()
-    l2 = ((rec - x) ** 2).mean()
-    gx = ((rec[..., :, 1:] - rec[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])).abs().mean()
-    gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
-    return l1 + l2 + 0.5 * (gx + gy), l1, l2
+    (edges); ``weight`` (N x 1 x H x W, optional) weights each pixel's terms.  Returns
+    (loss, l1, mse), l1 and mse unweighted."""
+    w = 1.0 if weight is None else weight
+    d = rec - x
+    l1, l2 = d.abs(), d**2
+    gx = ((rec[..., :, 1:] - rec[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])).abs()
+    gy = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs()
+    if weight is None:
+        loss = l1.mean() + l2.mean() + 0.5 * (gx.mean() + gy.mean())
+    else:
+        loss = (
+            (l1 * w).mean()
+            + (l2 * w).mean()
+            + 0.5 * ((gx * w[..., :, 1:]).mean() + (gy * w[..., 1:, :]).mean())
+        )
+    return loss, l1.mean(), l2.mean()
 
 
 def psnr(a, b) -> float:
