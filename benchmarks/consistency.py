@@ -573,7 +573,11 @@ def main(argv: list[str] | None = None) -> None:
             spec = dict(spec)
             count, story = spec.pop("count", 1), spec.pop("story", False)
             placement = spec.pop("placement", "position")
-            chosen.append(Method(name, "infusion", spec, 0.0, placement, count, story))
+            chosen.append(
+                Method(
+                    name, "infusion", settings=spec, placement=placement, count=count, story=story
+                )
+            )
     if not chosen:
         ap.error(f"no such method; choose from {', '.join(m.name for m in methods())}")
     facing = facing_supported()

@@ -1,9 +1,11 @@
 """The consistency benchmark's own logic: references that differ from the ask, scores,
-story consistency, three characters read back (ground-truth renders, no model)."""
+story consistency, three characters read back (ground-truth renders, no model); and the
+``--extra`` methods on the bundled model (one panel, two steps)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -80,3 +82,17 @@ def test_read_at_reads_three_characters_and_their_facing():
             ch.shape, ch.color, ch.hat, ch.expression, W.FACINGS[ch.look + 1],
         )  # fmt: skip
         assert width > 0
+
+
+def test_extra_methods_from_json_run_with_their_settings(tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    extra = '{"w0": {"weight": 0.0}, "every2": {"reference_every": 2}}'
+    bench().main(
+        ["--panels", "1", "--stories", "0", "--steps", "2", "--methods", "plain"]
+        + ["--extra", extra, "--json", str(out)]
+    )
+    scores = json.loads(out.read_text())
+    assert set(scores) == {"plain", "w0", "every2"}
+    # weight 0 attaches nothing: the same panel as plain, so the same scores
+    assert scores["w0"]["identity"] == scores["plain"]["identity"]
+    assert "every2" in capsys.readouterr().out
