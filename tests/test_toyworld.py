@@ -278,3 +278,19 @@ def test_decoder_finetune_keeps_the_encoder_and_the_file_format(tmp_path, capsys
     assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
     assert (export / "vae" / weights).stat().st_size == size  # still float16
     assert not list(export.glob(".vae*"))
+
+
+def test_probe_measures_how_far_a_word_moves_the_bundled_u_net():
+    import torch
+
+    from toyworld import probe
+
+    torch.manual_seed(0)
+    pipe = probe.load(None)
+    moved = probe.sensitivity(pipe, timesteps=(600,))
+    # the bundled model paints colours and shapes from words: changing one moves it a lot
+    assert moved["colour"][600] > 0.05 and moved["shape"][600] > 0.05
+    assert all(0.0 <= v[600] < 2.0 for v in moved.values())
+    acc = probe.classify(pipe, n=3)
+    assert set(acc) == {"expression", "facing"}
+    assert all(v in (0.0, 1 / 3, 2 / 3, 1.0) for v in acc.values())
