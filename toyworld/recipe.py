@@ -11,7 +11,7 @@ budgets (not the same weights: the budgets are time, not steps).
 
     python -m toyworld.train                       # every stage, CPU
     python -m toyworld.train --stages 5-6          # only the second generation
-    python -m toyworld.train --stages 8-9          # only the third
+    python -m toyworld.train --stages 8            # only the face-weighted decoder
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -26,7 +26,6 @@ from pathlib import Path
 RECIPE_OPTIONS = {"--device", "--stages", "--workers", "--threads", "--dry-run", "--export"}
 GEN1 = ".train/toyworld"
 GEN2 = ".train/toyworld-gen2"
-GEN3 = ".train/toyworld-gen3"
 BUCKETS = "square:0.4,wide:0.15,tall:0.15,strip-wide:0.15,strip-tall:0.15"
 # the second generation's training options, shared by its first run and its extension
 GEN2_ARGS = (
@@ -92,16 +91,7 @@ STAGES = (
         ("--minutes", "3", "--data", "48000", "--batch", "256"),
     ),
     Stage(
-        "8 third generation: faces in runs (one scene, every expression and facing)",
-        "train",
-        ("--out", GEN3, "--init", "@export", "--data", "16000", "--batch", "32", "--lr", "4e-4")
-        + ("--reserve-minutes", "3", "--checkpoint-minutes", "10", "--buckets", BUCKETS)
-        + ("--face-weight", "8", "--hat-weight", "3", "--close-up", "0.6", "--face-groups", "4")
-        + ("--budget-minutes", "100"),
-        ("--data", "96000", "--batch", "512", "--budget-minutes", "15"),
-    ),
-    Stage(
-        "9 decoder fine-tune, face-weighted",
+        "8 decoder fine-tune, face-weighted",
         "finetune_decoder",
         ("--minutes", "30", "--data", "8000", "--face-weight", "8"),
         ("--minutes", "3", "--data", "48000", "--batch", "256"),
