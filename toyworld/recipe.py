@@ -33,6 +33,8 @@ GEN2_ARGS = (
     + ("--reserve-minutes", "3", "--checkpoint-minutes", "10")
     + ("--buckets", BUCKETS, "--face-weight", "4", "--hat-weight", "3", "--close-up", "0.6")
 )
+# every decoder fine-tune's GPU sizes
+DECODER_GPU_ARGS = ("--minutes", "3", "--data", "48000", "--batch", "256")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ STAGES = (
         "4 decoder fine-tune",
         "finetune_decoder",
         ("--minutes", "14", "--data", "12000"),
-        ("--minutes", "3", "--data", "48000", "--batch", "256"),
+        DECODER_GPU_ARGS,
     ),
     Stage(
         "5 second generation: facing, faces, aspect-ratio buckets",
@@ -88,13 +90,13 @@ STAGES = (
         "7 decoder fine-tune on the second generation's drawing",
         "finetune_decoder",
         ("--minutes", "20", "--data", "12000"),
-        ("--minutes", "3", "--data", "48000", "--batch", "256"),
+        DECODER_GPU_ARGS,
     ),
     Stage(
         "8 decoder fine-tune, face-weighted",
         "finetune_decoder",
         ("--minutes", "30", "--data", "8000", "--face-weight", "8"),
-        ("--minutes", "3", "--data", "48000", "--batch", "256"),
+        DECODER_GPU_ARGS,
     ),
 )
 

@@ -267,7 +267,7 @@ class Infuser:
             return None
         self.handle.infused_calls += 1
         step_key = source_step(self.settings, self.pipe.scheduler, step, t)
-        if step_key[0] != step and not self._all_cached(step_key):
+        if step_key[0] != step and not all(self._cached(ch, step_key) for ch in self.characters):
             step_key = (step, round(t, 3))  # nothing to reuse (evicted): run them now
         call = _Call(
             batch=batch,
@@ -287,9 +287,7 @@ class Infuser:
         # which characters need their reference rows run at this step
         needed = []
         for ci, ch in enumerate(self.characters):
-            if self.cache is not None and all(
-                self.cache.peek(ch.key + (call.step_key, name)) for name in self._feature_names()
-            ):
+            if self._cached(ch, call.step_key):
                 self.handle.cache_hits += 1
             else:
                 if self.cache is not None:
@@ -317,10 +315,10 @@ class Infuser:
         pad_other_inputs(kwargs, tuple(names), batch, extra, pooled)
         return tuple(args), kwargs
 
-    def _all_cached(self, step_key: tuple) -> bool:
-        names = self._feature_names()
+    def _cached(self, ch: Character, step_key: tuple) -> bool:
+        """Every feature of ``ch`` at ``step_key`` is in the cache."""
         return self.cache is not None and all(
-            self.cache.peek(ch.key + (step_key, name)) for ch in self.characters for name in names
+            self.cache.peek(ch.key + (step_key, name)) for name in self._feature_names()
         )
 
     def _post_hook(self, module, args, output):
