@@ -66,28 +66,22 @@ def face_round_trip(vae, n: int = 256, seed: int = 999) -> dict[str, float]:
     after the VAE's round trip (encode, decode) of ``n`` fresh scenes (data set ``seed``,
     as ``vae_psnr``): the ceiling the U-Net's faces can reach."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from toyworld import reader as R
     from toyworld import world as W
+    from toyworld.trainkit import round_trip
 
     scenes = [W.sample_scene(W.scene_rng(seed, i), sheet_fraction=0.0) for i in range(n)]
-    x = torch.from_numpy(np.stack([np.asarray(W.render(s)) for s in scenes]))
-    x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    param = next(vae.parameters())
+    pixels = np.stack([np.asarray(W.render(s)) for s in scenes])
+    recs = round_trip(vae, pixels.transpose(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     hits: dict[str, list[bool]] = {"expression": [], "facing": []}
-    with torch.no_grad():
-        for i in range(0, n, 64):
-            xb = x[i : i + 64].to(param.device, param.dtype)
-            rec = vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().cpu()
-            rec8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-            for scene, img in zip(scenes[i : i + 64], rec8, strict=True):
-                got = R.read(Image.fromarray(img))
-                for want in R.truth(scene).characters:
-                    seen = got.character(want.position)
-                    for a in hits:
-                        hits[a].append(seen is not None and getattr(seen, a) == getattr(want, a))
+    for scene, img in zip(scenes, recs, strict=True):
+        got = R.read(Image.fromarray(img))
+        for want in R.truth(scene).characters:
+            seen = got.character(want.position)
+            for a in hits:
+                hits[a].append(seen is not None and getattr(seen, a) == getattr(want, a))
     return {a: float(np.mean(v)) for a, v in hits.items()}
 
 

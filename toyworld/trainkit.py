@@ -164,6 +164,21 @@ def psnr(a, b) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def round_trip(vae, images):
+    """``images`` (uint8 N x 3 x H x W, tensor or array) encoded (posterior mode) and
+    decoded by ``vae``, back as uint8 N x 3 x H x W on the CPU, in batches of 64."""
+    import torch
+
+    x = torch.as_tensor(images).float().cpu() / 127.5 - 1.0
+    param = next(vae.parameters())
+    recs = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], 64):
+            xb = x[i : i + 64].to(param.device, param.dtype)
+            recs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().cpu())
+    return ((torch.cat(recs).clamp(-1, 1) + 1) * 127.5).round().byte()
+
+
 def vae_psnr(vae, images=None, n: int = 256, seed: int = 999) -> float:
     """The VAE's reconstruction PSNR (dB, on 8-bit images): of ``images`` (uint8 tensor or
     array N x 3 x H x W) or else of ``n`` fresh renders (scenes and sheets, data set ``seed``)
@@ -176,13 +191,7 @@ def vae_psnr(vae, images=None, n: int = 256, seed: int = 999) -> float:
         )
         images = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     x = torch.as_tensor(images).float().cpu() / 127.5 - 1.0
-    param = next(vae.parameters())
-    recs = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], 64):
-            xb = x[i : i + 64].to(param.device, param.dtype)
-            recs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().cpu())
-    rec8 = ((torch.cat(recs).clamp(-1, 1) + 1) * 127.5).round()
+    rec8 = round_trip(vae, images).float()
     mse = float(((rec8 - (x + 1) * 127.5) ** 2).mean())
     return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
