@@ -303,7 +303,7 @@ def test_regional_change_in_the_image_follows_the_box():
 def test_cached_features_equal_the_uncached_path():
     pipe = pipe_for("sd21")
     refs = [character(n=2)]
-    s = settings()
+    s = settings(reference_every=1)  # every step runs (or reads) the references
     cache = FeatureCache(max_bytes=64 * 1024**2)
     uncached_1, h0 = generate(pipe, refs, s, seed=1)
     uncached_2, _ = generate(pipe, refs, s, seed=2)
@@ -340,14 +340,14 @@ def test_reference_every_runs_the_references_on_every_nth_step_and_reuses_them(l
         return image, handle
 
     try:
-        every1, h1 = run(5)
+        every1, h1 = run(5, reference_every=1)
         every2, h2 = run(5, reference_every=2)
         # steps 0, 2, 4 run the reference rows; 1 and 3 reuse 0's and 2's features
         assert h1.reference_rows_run == 5 * 2 and h2.reference_rows_run == 3 * 2
         assert (h2.cache_misses, h2.cache_hits) == (3, 2)
         assert not np.array_equal(every1, every2)
         # one step: the same computation
-        assert np.array_equal(run(1)[0], run(1, reference_every=2)[0])
+        assert np.array_equal(run(1, reference_every=1)[0], run(1, reference_every=2)[0])
         # with a shared cache, a later panel reuses them all (no reference rows)
         cache = FeatureCache(max_bytes=64 * 1024**2)
         first, _ = run(5, cache=cache, reference_every=2)
@@ -376,14 +376,18 @@ def test_cached_character_moves_to_a_new_place_like_the_uncached_path():
 def test_cache_keys_change_with_what_matters():
     pipe = pipe_for("tiny")
     cache = FeatureCache()
-    generate(pipe, [character()], settings(), cache=cache)
-    _, h = generate(pipe, [character()], settings(), cache=cache)
+
+    def every_step(**kw):  # one cache look-up per step
+        return settings(reference_every=1, **kw)
+
+    generate(pipe, [character()], every_step(), cache=cache)
+    _, h = generate(pipe, [character()], every_step(), cache=cache)
     assert h.cache_hits == STEPS
-    _, h = generate(pipe, [character(color=(40, 200, 40))], settings(), cache=cache)
+    _, h = generate(pipe, [character(color=(40, 200, 40))], every_step(), cache=cache)
     assert h.cache_misses == STEPS  # other images
-    _, h = generate(pipe, [character()], settings(reference_noise="clean"), cache=cache)
+    _, h = generate(pipe, [character()], every_step(reference_noise="clean"), cache=cache)
     assert h.cache_misses == STEPS
-    _, h = generate(pipe, [character()], settings(reference_seed=None), seed=5, cache=cache)
+    _, h = generate(pipe, [character()], every_step(reference_seed=None), seed=5, cache=cache)
     assert h.cache_misses == STEPS  # the panel's seed is the reference seed now
 
 

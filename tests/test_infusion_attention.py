@@ -12,7 +12,7 @@ from comicgen.infusion.attention import InfusionAttnProcessor, attention_weights
 from comicgen.settings import InfusionSettings
 from tests.test_infusion import SIZE, STEPS, character, generate, no_hooks, pipe_for
 
-ATTENTION = dict(levels=["attention"])
+ATTENTION = dict(levels=["attention"], reference_every=1)  # rows counted per step
 
 
 @pytest.fixture(autouse=True, scope="module")
