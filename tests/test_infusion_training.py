@@ -8,7 +8,14 @@ import math
 import torch
 from diffusers import UNet2DConditionModel
 
-from comicgen.infusion.training import PairFolder, latest_checkpoint, parser, train
+from comicgen.infusion.refs import CharacterRefs
+from comicgen.infusion.training import (
+    PairFolder,
+    character_weights,
+    latest_checkpoint,
+    parser,
+    train,
+)
 from tests.support.tiny import TINY
 from toyworld.pairs import write_pairs
 
@@ -52,6 +59,10 @@ def test_trains_checkpoints_and_resumes(tmp_path):
     first = train(args(tmp_path, "--steps", "2", "--checkpoint-every", "1"))
     assert first["steps"] == 2 and math.isfinite(first["loss"])
     assert latest_checkpoint(tmp_path / "run").name == "step-000002"
+    # each checkpoint holds a U-Net folder that can be scored as it is; the last one is
+    # the final result
+    at_1 = UNet2DConditionModel.from_pretrained(tmp_path / "run/checkpoints/step-000001/unet")
+    at_2 = UNet2DConditionModel.from_pretrained(latest_checkpoint(tmp_path / "run") / "unet")
     before = UNet2DConditionModel.from_pretrained(TINY, subfolder="unet")
     after = UNet2DConditionModel.from_pretrained(first["saved"])
     changed = [
@@ -62,6 +73,9 @@ def test_trains_checkpoints_and_resumes(tmp_path):
         if not torch.equal(a, b)
     ]
     assert changed, "training changed no weight"
+    final = dict(after.named_parameters())
+    assert all(torch.equal(p, final[n]) for n, p in at_2.named_parameters())
+    assert any(not torch.equal(p, final[n]) for n, p in at_1.named_parameters())
     again = train(args(tmp_path, "--steps", "3", "--checkpoint-every", "1", "--resume"))
     assert again["steps"] == 3
     assert latest_checkpoint(tmp_path / "run").name == "step-000003"
@@ -76,6 +90,7 @@ def test_lora_with_attention_level_saves_an_adapter(tmp_path):
             "--lora", "4",
             "--checkpoint-every", "0",
             "--infusion", json.dumps({"levels": ["attention", "out"]}),
+            "--character-weight", "4",
         )
     )  # fmt: skip
     assert result["steps"] == 1 and math.isfinite(result["loss"])
@@ -85,3 +100,14 @@ def test_lora_with_attention_level_saves_an_adapter(tmp_path):
 
     pipe = DiffusionPipeline.from_pretrained(TINY)
     pipe.load_lora_weights(result["saved"])  # loadable as an adapter
+
+
+def test_character_weight_covers_the_boxes():
+    image = [None]
+    left = CharacterRefs("a", image, None, box=(0.0, 0.25, 0.5, 1.0))
+    right = CharacterRefs("b", image, None, box=(0.75, 0.0, 1.0, 0.5))
+    w = character_weights([left, right], (8, 8), 3.0)
+    assert w.shape == (1, 1, 8, 8)
+    assert (w[0, 0, 2:, :4] == 3.0).all() and (w[0, 0, :4, 6:] == 3.0).all()
+    assert w[0, 0, :2, :4].eq(1.0).all() and w[0, 0, 4:, 4:].eq(1.0).all()
+    assert int((w == 3.0).sum()) == 6 * 4 + 4 * 2

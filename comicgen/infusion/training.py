@@ -12,7 +12,8 @@ trained).
 
 The whole U-Net or low-rank adapters (``--lora R``, through ``peft``) are trained, with
 Accelerate: ``accelerate launch`` for several GPUs, ``--mixed-precision``, checkpoints
-every ``--checkpoint-every`` steps under ``OUT/checkpoints`` and ``--resume``. Works on
+every ``--checkpoint-every`` steps under ``OUT/checkpoints/step-N`` (each with its
+``unet`` or ``lora`` folder, scoreable as it is) and ``--resume``. Works on
 any diffusers ``UNet2DConditionModel`` pipeline folder (SD 1.x, SD 2.x, SDXL, the bundled
 model). Data: a folder in the format ``toyworld/pairs.py`` writes (``metadata.jsonl``
 with scene, caption and per character its sheet images, description and box)::
@@ -125,6 +126,38 @@ def _conditioning(pipe, caption: str, size: int, device) -> dict:
     return kwargs
 
 
+def character_weights(refs: list[CharacterRefs], hw: tuple[int, int], weight: float):
+    """A (1, 1, h, w) loss weight: ``weight`` inside the characters' boxes, 1 elsewhere."""
+    import torch
+
+    h, w = hw
+    out = torch.ones(1, 1, h, w)
+    for ref in refs:
+        if ref.box is None:
+            continue
+        x0, y0, x1, y1 = ref.box
+        rows = slice(int(y0 * h), max(int(y0 * h) + 1, round(y1 * h)))
+        cols = slice(int(x0 * w), max(int(x0 * w) + 1, round(x1 * w)))
+        out[..., rows, cols] = weight
+    return out
+
+
+def _save(model, folder: Path, *, lora: bool) -> Path:
+    """``folder/unet`` (the whole U-Net) or ``folder/lora`` (the adapter)."""
+    if lora:
+        from diffusers import StableDiffusionPipeline
+        from peft.utils import get_peft_model_state_dict
+
+        StableDiffusionPipeline.save_lora_weights(
+            folder / "lora",
+            unet_lora_layers=get_peft_model_state_dict(model),
+            safe_serialization=True,
+        )
+        return folder / "lora"
+    model.save_pretrained(folder / "unet")
+    return folder / "unet"
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     found = sorted(
         (int(m.group(1)), p)
@@ -232,7 +265,12 @@ def train(args: argparse.Namespace) -> dict:
                     target = latent
                 else:
                     target = noise
-                loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+                err = (pred.float() - target.float()) ** 2
+                if args.character_weight != 1.0:
+                    w = character_weights(pair["refs"], err.shape[-2:], args.character_weight)
+                    loss = (err * w.to(err.device)).sum() / (w.sum() * err.shape[1])
+                else:
+                    loss = err.mean()
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)
@@ -244,22 +282,15 @@ def train(args: argparse.Namespace) -> dict:
                 recent = losses[-args.log_every :]
                 accelerator.print(f"step {step} loss {sum(recent) / len(recent):.4f}")
             if args.checkpoint_every and step % args.checkpoint_every == 0:
-                accelerator.save_state(str(out / "checkpoints" / f"step-{step:06d}"))
+                folder = out / "checkpoints" / f"step-{step:06d}"
+                accelerator.save_state(str(folder))
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:  # scoreable as it is (consistency.py --unet)
+                    _save(accelerator.unwrap_model(wrapped), folder, lora=bool(args.lora))
     accelerator.wait_for_everyone()
     saved = None
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(wrapped)
-        if args.lora:
-            from diffusers import StableDiffusionPipeline
-            from peft.utils import get_peft_model_state_dict
-
-            saved = out / "lora"
-            StableDiffusionPipeline.save_lora_weights(
-                saved, unet_lora_layers=get_peft_model_state_dict(model), safe_serialization=True
-            )
-        else:
-            saved = out / "unet"
-            model.save_pretrained(saved)
+        saved = _save(accelerator.unwrap_model(wrapped), out, lora=bool(args.lora))
     recent = losses[-args.log_every :] or [float("nan")]
     return {"steps": step, "loss": sum(recent) / len(recent), "saved": saved}
 
@@ -275,6 +306,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=64, help="training resolution (pixels)")
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank (0: train the whole U-Net)")
+    ap.add_argument(
+        "--character-weight",
+        type=float,
+        default=1.0,
+        help="loss weight inside the characters' boxes (1: the plain diffusion loss; the "
+        "identity the sheet must carry lives there)",
+    )
     ap.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
     ap.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
     ap.add_argument(
