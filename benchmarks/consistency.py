@@ -323,10 +323,29 @@ def methods() -> list[Method]:
     ]
 
 
-def paint(pipe, img2img, method: Method, panel: Panel, args, cache):
+class UnetCaches:
+    """The U-Net in use (the model's own or an infusion U-Net) and its feature cache."""
+
+    def __init__(self, pipe):
+        from comicgen.infusion import FeatureCache
+        from comicgen.infusion.unet import UnetSwap
+
+        self.swap = UnetSwap(pipe)
+        self.caches: dict = {}
+        self.current = None
+        self._new = lambda: FeatureCache(max_bytes=256 * 1024**2)
+        self.use(None)
+
+    def use(self, folder) -> None:
+        self.swap.use(folder)
+        self.current = self.caches.setdefault(str(folder or ""), self._new())
+
+
+def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
     import torch
 
     from comicgen.infusion import infused
+    from comicgen.models import resolve_infusion_unet
     from comicgen.settings import InfusionSettings
 
     size = 64
@@ -335,6 +354,8 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache):
     generator = torch.Generator("cpu").manual_seed(panel.seed)
     if method.kind == "truth":
         return truth_image(panel)
+    if method.kind != "infusion":
+        cache.use(None)  # the model's own U-Net
     if method.kind == "plain":
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
     if method.kind == "img2img":
@@ -349,7 +370,11 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache):
         ).images[0]
     settings = InfusionSettings(**method.settings)
     refs = character_refs(panel, method.placement)
-    with infused(pipe, refs, settings, seed=panel.seed, cache=cache, **kw):
+    # [infusion] unet: "auto" takes the model's infusion-trained U-Net when it ships one
+    # (with --unet, the U-Net given is the model's: "auto" keeps it)
+    folder = resolve_infusion_unet(settings.unet, None if args.unet else args.model, None)
+    cache.use(folder)
+    with infused(pipe, refs, settings, seed=panel.seed, cache=cache.current, **kw):
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
 
 
@@ -554,8 +579,6 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    from comicgen.infusion import FeatureCache
-
     torch.set_num_threads(args.threads)
     pipe = StableDiffusionPipeline.from_pretrained(args.model)
     if args.unet:
@@ -584,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
     panels = {c: make_panels(args.panels, c, args.split) for c in (1, 2, 3)}
     n_stories = args.stories if args.stories is not None else max(1, args.panels // 6)
     stories = make_stories(n_stories, args.split)
-    cache = FeatureCache(max_bytes=256 * 1024**2)
+    cache = UnetCaches(pipe)
     rows = []
     begin = time.perf_counter()
     for method in chosen:

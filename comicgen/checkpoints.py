@@ -184,9 +184,9 @@ def inspect_source(source, settings, base: Path | None):
     from comicgen.models import (
         ModelInfo,
         _buckets,
-        _fingerprint,
         _geometry,
         _hub_snapshot,
+        folder_fingerprint,
         offline_error,
     )
 
@@ -195,15 +195,15 @@ def inspect_source(source, settings, base: Path | None):
         family = settings.family or detect_family(read_shapes(path, source.name), source.name)
         folder = config_folder(family, settings.config, base)
         source = replace(source, family=family, config=str(folder))
-        parts = [family, _file_print(path), _fingerprint(folder)]
+        parts = [family, _file_print(path), folder_fingerprint(folder)]
     else:
         folder = source.folder or _hub_snapshot(source.location)
         if folder is None:
             raise offline_error(source.location)
-        parts = [_fingerprint(folder)]
+        parts = [folder_fingerprint(folder)]
     if settings.vae:
         vae = resolve_vae(settings.vae, base)
-        parts.append(_fingerprint(vae) if vae.is_dir() else _file_print(vae))
+        parts.append(folder_fingerprint(vae) if vae.is_dir() else _file_print(vae))
         source = replace(source, vae=str(vae))
     fingerprint = hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
     return ModelInfo(source, fingerprint, *_geometry(folder), _buckets(folder))

@@ -68,6 +68,8 @@ class PanelJob:
     infusion: InfusionSettings = field(default_factory=InfusionSettings)
     loras: tuple = ()  # adapters.LoraUse, sorted
     embeddings: tuple = ()  # adapters.EmbeddingUse whose token is in the prompt
+    infusion_unet: str = ""  # the U-Net folder that paints it ([infusion] unet); "": own
+    infusion_unet_id: str = ""  # that folder's fingerprint (in the key)
     key: str = ""
 
     @property
@@ -91,6 +93,8 @@ class PanelJob:
         if self.characters and self.infusion.weight > 0:
             data["characters"] = [asdict(c) for c in self.characters]
             data["infusion"] = self.infusion.model_dump()
+            if self.infusion_unet_id:
+                data["infusion_unet"] = self.infusion_unet_id
         data |= key_data(self.loras, self.embeddings)
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -166,6 +170,7 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
         descriptions[key] = cast.description if cast and cast.description else ch.description
 
     layers = AdapterPlan(ws, loaded)
+    unets: dict[str, tuple[str, str]] = {}  # [infusion] unet -> (folder, fingerprint)
     jobs: list[PanelJob] = []
     sizes = panel_sizes(story, page, info, render.size, warnings)
     for p, n, _page, panel in story.panels():
@@ -214,6 +219,10 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
             characters=specs,
             infusion=merge(infusion_base, panel.infusion),
         )
+        if job.characters and job.infusion.weight > 0:
+            job.infusion_unet, job.infusion_unet_id = _infusion_unet(
+                job.infusion.unet, info, ws.root, unets, f"{loaded.display}: panel {job.id}"
+            )
         job.loras = layers.loras(p, n, panel, [c.name for c in specs])
         job.embeddings = layers.embeddings(job.prompt, job.negative_prompt)
         job.key = job.compute_key()
@@ -222,6 +231,20 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
     if unknown:
         warnings.append(unknown)
     return Plan(loaded, jobs, model_name, info, render, page, warnings, upscale)
+
+
+def _infusion_unet(setting: str, info, base: Path, seen: dict, where: str) -> tuple[str, str]:
+    """(folder, fingerprint) of the U-Net ``[infusion] unet`` names; ("", "") for the own."""
+    from comicgen.errors import ModelError
+    from comicgen.models import folder_fingerprint, resolve_infusion_unet
+
+    if setting not in seen:
+        try:
+            folder = resolve_infusion_unet(setting, info.source.folder, base)
+        except ModelError as exc:
+            raise ComicgenError(f"{where}: {exc.message}", hint=exc.hint) from None
+        seen[setting] = (str(folder), folder_fingerprint(folder)) if folder else ("", "")
+    return seen[setting]
 
 
 def vocabulary_warning(info, prompts: list[str]) -> str | None:

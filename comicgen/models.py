@@ -137,7 +137,12 @@ def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelIn
         if folder is None:
             raise offline_error(source.location)
     assert folder is not None
-    return ModelInfo(source, _fingerprint(folder), *_geometry(folder), _buckets(folder))
+    # an infusion U-Net the folder ships paints infused panels only: their keys take its
+    # own fingerprint (comicgen.jobs), so new infusion weights repaint no plain panel
+    trained = model_infusion_unet(folder)
+    skip = (trained.name,) if trained is not None else ()
+    print_ = folder_fingerprint(folder, skip)
+    return ModelInfo(source, print_, *_geometry(folder), _buckets(folder))
 
 
 def _buckets(folder: Path) -> tuple[tuple[int, int], ...]:
@@ -170,12 +175,16 @@ def _geometry(folder: Path) -> tuple[int, int]:
     return int(sample) * vae_scale, vae_scale * 2 ** (levels - 1)
 
 
-def _fingerprint(folder: Path) -> str:
+def folder_fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """A digest of a model folder's configs and weights (heads and tails of the weight
+    files); top-level entries named in ``skip`` are left out."""
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
         rel = path.relative_to(folder).as_posix()
+        if rel.split("/", 1)[0] in skip:
+            continue
         if path.suffix in (".json", ".txt"):
             digest.update(rel.encode() + b"\0" + path.read_bytes())
         elif path.suffix in (".safetensors", ".bin", ".ckpt", ".pt"):
@@ -186,6 +195,49 @@ def _fingerprint(folder: Path) -> str:
                 tail = handle.read(65536)
             digest.update(rel.encode() + str(size).encode() + head + tail)
     return digest.hexdigest()[:16]
+
+
+# -- an infusion-trained U-Net ([infusion] unet; swapped in by comicgen.infusion.unet) ----
+
+
+def model_infusion_unet(model_folder: Path | None) -> Path | None:
+    """The infusion U-Net a model folder ships (its ``comicgen.json`` says), or None."""
+    if model_folder is None or not (model_folder / "comicgen.json").is_file():
+        return None
+    try:
+        name = json.loads((model_folder / "comicgen.json").read_text(encoding="utf-8"))
+        name = name.get("infusion_unet")
+    except (ValueError, AttributeError):
+        return None  # models._buckets reports a broken file
+    if not name:
+        return None
+    folder = model_folder / name
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{model_folder / 'comicgen.json'}: infusion_unet '{name}' is not a U-Net folder",
+            hint="it names a subfolder with config.json and weights; fix or remove the entry",
+        )
+    return folder
+
+
+def resolve_infusion_unet(
+    setting: str, model_folder: Path | None, base: Path | None
+) -> Path | None:
+    """The U-Net folder ``[infusion] unet`` names for this model; None: the model's own."""
+    if setting == "own":
+        return None
+    if setting == "auto":
+        return model_infusion_unet(model_folder)
+    path = Path(setting).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"infusion unet '{setting}' is not a U-Net folder (no config.json in it)",
+            hint='set [infusion] unet to "auto", "own" or a folder written by '
+            "UNet2DConditionModel.save_pretrained (the trainer's OUT/unet)",
+        )
+    return path.resolve()
 
 
 def offline_error(repo_id: str) -> ModelError:

@@ -104,6 +104,7 @@ class PaintJob:
     infusion: InfusionSettings = field(default_factory=InfusionSettings)
     loras: Sequence[Any] = ()  # comicgen.adapters.LoraUse
     embeddings: Sequence[Any] = ()  # comicgen.adapters.EmbeddingUse
+    infusion_unet: str = ""  # the U-Net folder of an infused panel ([infusion] unet); "": own
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
@@ -124,7 +125,10 @@ class Painter:
         self.device = device
         self.dtype = dtype
         self.scheduler = scheduler
-        self.feature_cache = None
+        self.feature_cache = None  # the reference features of the U-Net in use
+        self._caches: dict[str, Any] = {}  # U-Net folder ("": own) -> its FeatureCache
+        self._cache_owner = ""  # whose U-Net feature_cache belongs to
+        self._unets = None  # comicgen.infusion.unet.UnetSwap, once an infusion U-Net is used
         self.memory = None  # the comicgen.memory.MemoryPlan it was placed by
         self.adapters = None  # comicgen.adapters.Adapters, once a LoRA or embedding is used
 
@@ -218,6 +222,7 @@ class Painter:
 
         context = nullcontext()
         active = [j for j in jobs if j.characters and j.infusion.weight > 0]
+        self._use_unet(first.infusion_unet if active else "")
         if active:
             if len(active) != len(jobs) or any(
                 _refs_signature(j) != _refs_signature(first) for j in jobs
@@ -258,10 +263,26 @@ class Painter:
             raise out_of_memory(self.device) from None
         return list(result.images)
 
+    def _use_unet(self, folder: str) -> None:
+        """Put the U-Net weights of ``folder`` ("": the model's own) in, each with its
+        own reference-feature cache (features depend on the weights)."""
+        if self._unets is None:
+            if not folder:
+                return
+            from comicgen.infusion.unet import UnetSwap
+
+            self._unets = UnetSwap(self.pipe)
+        self._unets.use(Path(folder) if folder else None)
+        current = str(self._unets.current or "")
+        if self.feature_cache is not None:
+            self._caches[self._cache_owner] = self.feature_cache
+        self.feature_cache = self._caches.get(current)
+        self._cache_owner = current
+
 
 def _refs_signature(job: PaintJob) -> tuple:
     refs = tuple((r.name, r.key, r.strength, r.position, r.box) for r in job.characters)
-    return refs, job.infusion.model_dump_json()
+    return refs, job.infusion.model_dump_json(), job.infusion_unet
 
 
 def out_of_memory(device: str) -> ModelError:

@@ -325,6 +325,14 @@ class InfusionSettings(Strict):
         le=1_000_000,
         description="Size cap of the reference-feature cache in MiB (0 = no cache).",
     )
+    unet: str = Field(
+        "auto",
+        min_length=1,
+        max_length=1000,
+        description="The U-Net that paints panels with characters: 'auto' = the model's "
+        "infusion-trained U-Net when its folder ships one, else its own; 'own' = the "
+        "model's own; or a U-Net folder (the infusion trainer's OUT/unet).",
+    )
 
 
 class PageSettings(Strict):

@@ -1,0 +1,111 @@
+"""[infusion] unet: an infusion-trained U-Net paints the infused panels only, swapped in
+place (weights, not modules), with its own feature cache and its own cache keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from typer.testing import CliRunner
+
+from comicgen.cli import app
+from comicgen.errors import ModelError
+from comicgen.models import resolve_infusion_unet
+from comicgen.painter import Painter, PaintJob
+from comicgen.settings import InfusionSettings, ModelSettings
+from tests.helpers import tiny_workspace
+from tests.support.tiny import TINY, save_tiny_pipeline
+from tests.test_infusion import character
+
+
+def trained_unet(folder, seed=1):
+    """The tiny model's U-Net with its weights moved: stands in for a trained one."""
+    unet = UNet2DConditionModel.from_pretrained(TINY, subfolder="unet")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    unet.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """The tiny model with an infusion U-Net it names in comicgen.json."""
+    folder = tmp_path_factory.mktemp("m") / "model"
+    shutil.copytree(TINY, folder)
+    trained_unet(folder / "unet-infusion")
+    (folder / "comicgen.json").write_text(json.dumps({"infusion_unet": "unet-infusion"}))
+    return folder
+
+
+def test_the_setting_names_the_model_s_own_its_trained_or_a_folder(model, tmp_path):
+    assert resolve_infusion_unet("auto", model, None) == model / "unet-infusion"
+    assert resolve_infusion_unet("own", model, None) is None
+    assert resolve_infusion_unet("auto", tmp_path, None) is None  # a model without one
+    trained_unet(tmp_path / "mine")
+    assert resolve_infusion_unet("mine", model, tmp_path) == (tmp_path / "mine").resolve()
+    with pytest.raises(ModelError, match="not a U-Net folder"):
+        resolve_infusion_unet("nowhere", model, tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "comicgen.json").write_text(json.dumps({"infusion_unet": "gone"}))
+    with pytest.raises(ModelError, match="infusion_unet 'gone'"):
+        resolve_infusion_unet("auto", broken, None)
+
+
+def test_only_infused_panels_use_it_and_the_own_weights_come_back(model, tmp_path):
+    painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
+
+    def paint(unet="", characters=()):
+        s = InfusionSettings()
+        job = PaintJob(
+            prompt="a red cat on grass", width=64, height=64, steps=2, guidance=4.0, seed=3,
+            characters=list(characters), infusion=s, infusion_unet=unet,
+        )  # fmt: skip
+        return np.asarray(painter.paint(job), dtype=np.int16)
+
+    plain = paint()
+    own = paint("", [character()])
+    trained = paint(str(model / "unet-infusion"), [character()])
+    assert np.abs(trained - own).max() > 8, "the infusion U-Net changed nothing"
+    assert np.array_equal(paint(), plain)  # the own weights are back for plain panels
+    # each U-Net keeps its own reference features: the cached panels repeat (float
+    # rounding of the batched reference rows at most)
+    assert np.abs(paint("", [character()]) - own).max() <= 1
+    assert np.abs(paint(str(model / "unet-infusion"), [character()]) - trained).max() <= 1
+    save_tiny_pipeline(tmp_path / "sd15", "sd15")
+    with pytest.raises(ModelError, match="does not fit this model"):
+        paint(str(tmp_path / "sd15" / "unet"), [character()])
+
+
+def test_render_keys_and_errors(model, tmp_path):
+    ws = tiny_workspace(tmp_path / "w")
+    ws.config_path.write_text(
+        f"[model]\nname = '{model.as_posix()}'\n[render]\nsteps = 2\n[page]\ndpi = 48\n"
+    )
+    story = ws.stories_dir / "s.yaml"
+    story.write_text(
+        "title: T\npages:\n  - panels:\n      - prompt: a tree\n"
+        "      - prompt: '[pip] on grass'\n        characters: [{name: pip}]\n"
+    )
+    runner = CliRunner()
+    args = ["render", "stories/s.yaml", "--workspace", str(ws.root)]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "2 panels painted, 0 reused" in out.output, out.output
+    # new infusion weights repaint the panel with a character, not the other
+    trained_unet(model / "unet-infusion", seed=2)
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
+    story.write_text(story.read_text() + "        infusion: {unet: own}\n")
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
+    story.write_text(story.read_text().replace("unet: own", "unet: nowhere"))
+    out = runner.invoke(app, args)
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert out.exit_code == 2 and len(lines) == 1, out.output
+    assert "s.yaml" in lines[0] and "nowhere" in lines[0] and "Traceback" not in out.output
