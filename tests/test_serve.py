@@ -224,6 +224,23 @@ def test_nothing_outside_the_workspace_is_served(served, tmp_path):
     assert served.get("/?list", headers={"Host": "evil.example"}).status_code == 400
 
 
+def test_the_watcher_sees_inputs_and_adapter_files_not_outputs(tmp_path):
+    from comicgen.serve.watcher import relevant
+
+    accept = relevant(tmp_path)
+    seen = [
+        "comicgen.toml", "stories/a.yaml", "characters/pip/0.png", "templates/page.html",
+        "loras/ink.safetensors", "style.safetensors", "characters/pip.pt", "emb/x.bin",
+    ]  # fmt: skip
+    unseen = [
+        "notes.txt", "build/a/p01.png", "build/x.safetensors", ".cache/y.safetensors",
+        "stories/.a.yaml.swp", "stories/a.yaml.tmp", "comicgen.db", "stories/.hidden/a.yaml",
+    ]  # fmt: skip
+    assert [p for p in seen if not accept(None, str(tmp_path / p))] == []
+    assert [p for p in unseen if accept(None, str(tmp_path / p))] == []
+    assert not accept(None, str(tmp_path.parent / "elsewhere.safetensors"))
+
+
 def test_safe_child(tmp_path):
     base = tmp_path / "base"
     (base / "a").mkdir(parents=True)

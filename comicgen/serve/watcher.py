@@ -1,4 +1,5 @@
-"""Watching the workspace's inputs: stories, characters, comicgen.toml, templates."""
+"""Watching the workspace's inputs: stories, characters, comicgen.toml, templates, and
+LoRA / embedding files wherever they are kept in the workspace."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from pathlib import Path
 
 WATCHED_DIRS = ("stories", "characters", "templates")
 IGNORED_SUFFIXES = (".tmp", ".swp", ".swx", "~", ".part", ".crdownload")
+# adapter files (LoRAs, textual-inversion embeddings) a story or comicgen.toml may name by
+# any path in the workspace; the panels that use one repaint when it changes (their keys
+# hold its sha256)
+ADAPTER_SUFFIXES = (".safetensors", ".pt", ".bin")
+UNWATCHED_DIRS = ("build",)  # comicgen's own output
 
 
 def relevant(root: Path) -> Callable[[object, str], bool]:
@@ -24,9 +30,13 @@ def relevant(root: Path) -> Callable[[object, str], bool]:
         name = parts[-1]
         if name.startswith((".#", "#")) or name.endswith(IGNORED_SUFFIXES):
             return False
+        if any(p.startswith(".") for p in parts[:-1]):
+            return False
+        if name.endswith(ADAPTER_SUFFIXES):
+            return parts[0] not in UNWATCHED_DIRS
         if len(parts) == 1:
             return name == "comicgen.toml"
-        return parts[0] in WATCHED_DIRS and not any(p.startswith(".") for p in parts)
+        return parts[0] in WATCHED_DIRS and not name.startswith(".")
 
     return accept
 
