@@ -326,10 +326,11 @@ def methods() -> list[Method]:
 class UnetCaches:
     """The U-Net in use (the model's own or an infusion U-Net) and its feature cache."""
 
-    def __init__(self, pipe):
+    def __init__(self, pipe, recommended: dict):
         from comicgen.infusion import FeatureCache
         from comicgen.infusion.unet import UnetSwap
 
+        self.recommended = recommended  # the model's infusion settings for its U-Net
         self.swap = UnetSwap(pipe)
         self.caches: dict = {}
         self.current = None
@@ -346,7 +347,7 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
 
     from comicgen.infusion import infused
     from comicgen.models import resolve_infusion_unet
-    from comicgen.settings import InfusionSettings
+    from comicgen.settings import InfusionSettings, panel_infusion
 
     size = 64
     kw = dict(height=size, width=size, num_inference_steps=args.steps, guidance_scale=args.guidance)
@@ -368,7 +369,9 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
             guidance_scale=args.guidance,
             **rescale,
         ).images[0]
-    settings = InfusionSettings(**method.settings)
+    # as comicgen render does: the method's settings on top of what the model recommends
+    # for its infusion U-Net (comicgen.json), when unet stays "auto"
+    settings = panel_infusion(cache.recommended, InfusionSettings(**method.settings))
     refs = character_refs(panel, method.placement)
     # [infusion] unet: "auto" takes the model's infusion-trained U-Net when it ships one
     # (with --unet, the U-Net given is the model's: "auto" keeps it)
@@ -607,7 +610,11 @@ def main(argv: list[str] | None = None) -> None:
     panels = {c: make_panels(args.panels, c, args.split) for c in (1, 2, 3)}
     n_stories = args.stories if args.stories is not None else max(1, args.panels // 6)
     stories = make_stories(n_stories, args.split)
-    cache = UnetCaches(pipe)
+    from comicgen.models import inspect_model
+
+    # with --unet, the U-Net given is the model's: no infusion U-Net, no recommendations
+    recommended = {} if args.unet else inspect_model(str(args.model)).infusion
+    cache = UnetCaches(pipe, recommended)
     rows = []
     begin = time.perf_counter()
     for method in chosen:

@@ -23,6 +23,7 @@ from comicgen.settings import (
     PageSettings,
     RenderSettings,
     merge,
+    panel_infusion,
 )
 from comicgen.story import LoadedStory, check_story, expand_prompt, load_story, placeholders
 from comicgen.workspace import Workspace
@@ -156,7 +157,6 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
     cfg = ws.config
     render = merge(cfg.render, story.settings)
     page = merge(cfg.page, story.page)
-    infusion_base = merge(cfg.infusion, story.infusion)
     model_name = story.model or cfg.model.name
     info = inspect_model(model_name, ws.root, cfg.model.model_copy(update={"name": model_name}))
     upscale = render.upscale or default_upscaler(model_name)
@@ -217,7 +217,7 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
             model=info.fingerprint,
             guidance_rescale=render.guidance_rescale,
             characters=specs,
-            infusion=merge(infusion_base, panel.infusion),
+            infusion=panel_infusion(info.infusion, cfg.infusion, story.infusion, panel.infusion),
         )
         if job.characters and job.infusion.weight > 0:
             job.infusion_unet, job.infusion_unet_id = _infusion_unet(

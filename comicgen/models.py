@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from comicgen.bundled import BUNDLED_DIR
@@ -119,6 +119,9 @@ class ModelInfo:
     size_multiple: int  # width and height must be multiples of this
     # (width, height) in pixels the model was trained at, from its folder's comicgen.json
     buckets: tuple[tuple[int, int], ...] = ()
+    # the [infusion] settings that go with the model's infusion U-Net (comicgen.json
+    # "infusion"; only when it ships one): beneath the person's, when unet is "auto"
+    infusion: dict = field(default_factory=dict)
 
 
 def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelInfo:
@@ -142,7 +145,8 @@ def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelIn
     trained = model_infusion_unet(folder)
     skip = (trained.name,) if trained is not None else ()
     print_ = folder_fingerprint(folder, skip)
-    return ModelInfo(source, print_, *_geometry(folder), _buckets(folder))
+    recommended = _infusion_defaults(folder) if trained is not None else {}
+    return ModelInfo(source, print_, *_geometry(folder), _buckets(folder), recommended)
 
 
 def _buckets(folder: Path) -> tuple[tuple[int, int], ...]:
@@ -159,6 +163,25 @@ def _buckets(folder: Path) -> tuple[tuple[int, int], ...]:
             f"{path}: not a comicgen model file",
             hint='it holds {"buckets": [[width, height], ...]}; fix or delete it',
         ) from None
+
+
+def _infusion_defaults(folder: Path) -> dict:
+    """The ``infusion`` settings of a model folder's comicgen.json (checked), or {}."""
+    from pydantic import ValidationError
+
+    from comicgen.settings import InfusionSettings
+
+    data = json.loads((folder / "comicgen.json").read_text(encoding="utf-8"))
+    recommended = data.get("infusion") or {}
+    try:
+        InfusionSettings(**recommended)
+    except (ValidationError, TypeError) as exc:
+        raise ModelError(
+            f"{folder / 'comicgen.json'}: its infusion settings are not valid "
+            f"({str(exc).splitlines()[0]})",
+            hint="they take the keys of [infusion] in comicgen.toml; fix or remove them",
+        ) from None
+    return recommended
 
 
 def _geometry(folder: Path) -> tuple[int, int]:

@@ -394,6 +394,23 @@ def merge(base: M, *overrides: BaseModel | None) -> M:
     return type(base).model_validate(data)
 
 
+def panel_infusion(
+    model: dict, config: InfusionSettings, *overrides: BaseModel | None
+) -> InfusionSettings:
+    """A panel's [infusion]: comicgen.toml's, then the story's and the panel's — on top of
+    the settings the model recommends for its infusion U-Net (``model``, from its folder's
+    comicgen.json) when ``unet`` stays "auto"; what the person set always wins."""
+    merged = merge(config, *overrides)
+    if not model or merged.unet != "auto":
+        return merged
+    data = InfusionSettings(**model).model_dump()
+    _deep_update(data, config.model_dump(exclude_unset=True))
+    for override in overrides:
+        if override is not None:
+            _deep_update(data, override.model_dump(exclude_none=True))
+    return InfusionSettings.model_validate(data)
+
+
 def _deep_update(data: dict, update: dict) -> None:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

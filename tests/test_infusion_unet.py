@@ -14,9 +14,12 @@ from typer.testing import CliRunner
 
 from comicgen.cli import app
 from comicgen.errors import ModelError
+from comicgen.jobs import plan
+from comicgen.library import Library
 from comicgen.models import resolve_infusion_unet
 from comicgen.painter import Painter, PaintJob
 from comicgen.settings import InfusionSettings, ModelSettings
+from comicgen.workspace import Workspace
 from tests.helpers import tiny_workspace
 from tests.support.tiny import TINY, save_tiny_pipeline
 from tests.test_infusion import character
@@ -39,7 +42,10 @@ def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("m") / "model"
     shutil.copytree(TINY, folder)
     trained_unet(folder / "unet-infusion")
-    (folder / "comicgen.json").write_text(json.dumps({"infusion_unet": "unet-infusion"}))
+    recommended = {"levels": ["attention", "blocks"], "attention": {"weight": 2.0}}
+    (folder / "comicgen.json").write_text(
+        json.dumps({"infusion_unet": "unet-infusion", "infusion": recommended})
+    )
     return folder
 
 
@@ -109,3 +115,38 @@ def test_render_keys_and_errors(model, tmp_path):
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert out.exit_code == 2 and len(lines) == 1, out.output
     assert "s.yaml" in lines[0] and "nowhere" in lines[0] and "Traceback" not in out.output
+
+
+def test_the_model_s_recommended_settings_go_with_its_infusion_unet(model, tmp_path):
+    ws = tiny_workspace(tmp_path / "w")
+    story = ws.stories_dir / "s.yaml"
+    story.write_text(
+        "title: T\npages:\n  - panels:\n      - prompt: '[pip] on grass'\n"
+        "        characters: [{name: pip}]\n"
+        "      - prompt: '[pip] on sand'\n        characters: [{name: pip}]\n"
+        "        infusion: {unet: own}\n"
+    )
+
+    def jobs(config=""):
+        ws.config_path.write_text(f"[model]\nname = '{model.as_posix()}'\n{config}")
+        here = Workspace.load(ws.root)
+        with Library.open(here.db_path, here.cache_dir) as library:
+            return plan(here, story, library).jobs
+
+    auto, own = jobs()
+    assert auto.infusion.levels == ["attention", "blocks"] and auto.infusion.attention.weight == 2
+    assert auto.infusion_unet.endswith("unet-infusion")
+    # unet = own: the model's recommendations do not apply, the defaults do
+    assert own.infusion.levels == InfusionSettings().levels and own.infusion_unet == ""
+    # what the person sets wins over the model's recommendation, field by field
+    auto, _ = jobs("[infusion]\nlevels = ['blocks']\n")
+    assert auto.infusion.levels == ["blocks"] and auto.infusion.attention.weight == 2
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    (bad / "comicgen.json").write_text(
+        json.dumps({"infusion_unet": "unet-infusion", "infusion": {"levels": ["nose"]}})
+    )
+    ws.config_path.write_text(f"[model]\nname = '{bad.as_posix()}'\n")
+    out = CliRunner().invoke(app, ["render", "stories/s.yaml", "--workspace", str(ws.root)])
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert out.exit_code == 2 and len(lines) == 1 and "infusion settings" in lines[0], out.output

@@ -30,9 +30,9 @@ def serve(
     """Serve the workspace's stories live: save the YAML, see the page.
 
     Keeps the model loaded, watches stories/, characters/, templates/, comicgen.toml and
-    the workspace's LoRA and embedding files, repaints only the panels that changed (through the same panel cache as 'render')
-    and updates the open pages in place. Takes of a panel and the character library
-    are in the browser. Stop with Ctrl-C.
+    the workspace's LoRA and embedding files, repaints only the panels that changed
+    (through the same panel cache as 'render') and updates the open pages in place.
+    Takes of a panel and the character library are in the browser. Stop with Ctrl-C.
     """
     from comicgen.commands._common import open_workspace
     from comicgen.serve.server import run
