@@ -373,9 +373,11 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
     # for its infusion U-Net (comicgen.json), when unet stays "auto"
     settings = panel_infusion(cache.recommended, InfusionSettings(**method.settings))
     refs = character_refs(panel, method.placement)
-    # [infusion] unet: "auto" takes the model's infusion-trained U-Net when it ships one
-    # (with --unet, the U-Net given is the model's: "auto" keeps it)
-    folder = resolve_infusion_unet(settings.unet, None if args.unet else args.model, None)
+    # [infusion] unet, as comicgen render: "auto" takes the model's infusion-trained U-Net
+    # when it ships one (with --unet, the U-Net given is the model's: "auto" keeps it)
+    folder = None
+    if settings.weight > 0:  # weight 0 is a plain panel, painted by the own U-Net
+        folder = resolve_infusion_unet(settings.unet, None if args.unet else args.model, None)
     cache.use(folder)
     with infused(pipe, refs, settings, seed=panel.seed, cache=cache.current, **kw):
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]

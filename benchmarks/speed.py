@@ -30,7 +30,8 @@ import torch
 from PIL import Image
 
 from comicgen.infusion import CharacterRefs, FeatureCache, infused
-from comicgen.settings import InfusionSettings
+from comicgen.models import inspect_model
+from comicgen.settings import InfusionSettings, panel_infusion
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,13 +220,17 @@ def main() -> None:
         help='infusion settings as JSON, e.g. \'{"levels": ["attention"]}\' (default: defaults)',
     )
     args = ap.parse_args()
-    settings = InfusionSettings(**json.loads(args.infusion)) if args.infusion else None
+    given = InfusionSettings(**json.loads(args.infusion)) if args.infusion else InfusionSettings()
+    # the bundled model's panels are painted with the settings its infusion U-Net came with
+    # (comicgen.json), under what --infusion sets: as comicgen render does
+    bundled_settings = panel_infusion(inspect_model("bundled:toyworld").infusion, given)
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(
         f"device: {args.device} ({device_name}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
+    print(f"bundled:toyworld infusion levels: {', '.join(bundled_settings.levels)}")
     bundled = measure(
         "(a) bundled:toyworld",
         bundled_pipeline(args.device, dtype),
@@ -233,7 +238,7 @@ def main() -> None:
         args.bundled_steps,
         args.refs,
         args.repeats,
-        settings=settings,
+        settings=bundled_settings,
     )
     if not args.skip_sd15:
         measure(
@@ -244,7 +249,7 @@ def main() -> None:
             args.refs,
             args.sd15_repeats,
             warmup=False,
-            settings=settings,
+            settings=given,
         )
     n = max(args.refs)
     print(

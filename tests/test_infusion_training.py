@@ -111,3 +111,34 @@ def test_character_weight_covers_the_boxes():
     assert (w[0, 0, 2:, :4] == 3.0).all() and (w[0, 0, :4, 6:] == 3.0).all()
     assert w[0, 0, :2, :4].eq(1.0).all() and w[0, 0, 4:, 4:].eq(1.0).all()
     assert int((w == 3.0).sum()) == 6 * 4 + 4 * 2
+
+
+def test_the_recipe_phase_trains_goes_on_and_installs_next_to_the_own_unet(tmp_path):
+    import shutil
+
+    from comicgen.models import inspect_model, resolve_infusion_unet
+    from toyworld import infusion_unet
+
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    common = ["--model", str(model), "--pairs", str(tmp_path / "pairs"), "--pairs-n", "2"]
+    common += ["--threads", "1", "--log-every", "1"]
+    infusion_unet.main([*common, "--out", str(tmp_path / "p1"), "--steps", "1"])
+    assert not (model / "unet-infusion").exists()  # no --install
+    infusion_unet.main(
+        [*common, "--out", str(tmp_path / "p2"), "--unet", str(tmp_path / "p1" / "unet")]
+        + ["--steps", "1", "--character-weight", "4", "--install"]
+    )
+    info = inspect_model(str(model))
+    assert info.infusion == {"levels": ["attention", "blocks"]}
+    assert resolve_infusion_unet("auto", model, None) == model / "unet-infusion"
+    from safetensors.torch import load_file
+
+    (stored,) = (model / "unet-infusion").glob("*.safetensors")
+    assert {t.dtype for t in load_file(stored).values()} == {torch.float16}  # like the own
+    installed = UNet2DConditionModel.from_pretrained(model / "unet-infusion")
+    phase_2 = UNet2DConditionModel.from_pretrained(tmp_path / "p2" / "unet")
+    own = UNet2DConditionModel.from_pretrained(TINY, subfolder="unet")
+    name, weight = next(iter(phase_2.named_parameters()))
+    assert torch.equal(dict(installed.named_parameters())[name].float(), weight.half().float())
+    assert not torch.equal(dict(own.named_parameters())[name], weight)

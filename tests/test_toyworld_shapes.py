@@ -158,6 +158,9 @@ def test_train_without_training_options_is_the_shipped_recipe(capsys):
     assert "--hat-weight 4" in lines[2] and "finetune_decoder" in lines[3]
     assert "--init" in lines[4] and "--face-weight" in lines[4] and "strip-tall" in lines[4]
     assert "finetune_decoder" in lines[7] and "--face-weight 8" in lines[7]
+    assert "infusion_unet" in lines[8] and "--install" not in lines[8]
+    assert "--unet .train/infusion-1/unet" in lines[9] and "--character-weight 4" in lines[9]
+    assert "--install" in lines[9]
     train.main(["--dry-run", "--device", "cuda", "--stages", "5"])
     (gpu,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
     assert "--device cuda" in gpu and "--batch 512" in gpu and "--batch 32" not in gpu

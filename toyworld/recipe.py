@@ -12,6 +12,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train                       # every stage, CPU
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
+    python -m toyworld.train --stages 9-10         # only the infusion-trained U-Net
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -98,6 +99,17 @@ STAGES = (
         ("--minutes", "30", "--data", "8000", "--face-weight", "8"),
         DECODER_GPU_ARGS,
     ),
+    Stage(
+        "9 infusion U-Net: the sheets in the loop (attention and blocks levels)",
+        "infusion_unet",
+        ("--out", ".train/infusion-1", "--steps", "2000", "--seed", "1", "--threads", "1"),
+    ),
+    Stage(
+        "10 infusion U-Net, loss weighted on the characters; installed as unet-infusion",
+        "infusion_unet",
+        ("--out", ".train/infusion-2", "--unet", ".train/infusion-1/unet", "--steps", "4000")
+        + ("--seed", "2", "--character-weight", "4", "--threads", "1", "--install"),
+    ),
 )
 
 
@@ -125,6 +137,8 @@ def stage_argv(stage: Stage, opts: argparse.Namespace) -> list[str]:
     if stage.module == "train":
         args += ["--device", opts.device, "--export", str(opts.export), "--workers"]
         args += [str(opts.workers)] + (["--threads", str(opts.threads)] if opts.threads else [])
+    elif stage.module == "infusion_unet":  # step-bounded: the same steps on a GPU
+        args += ["--device", opts.device, "--model", str(opts.export)]
     else:
         args += ["--device", opts.device, "--model", str(opts.export), "--workers"]
         args.append(str(opts.workers))
@@ -152,8 +166,13 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--export", type=Path, default=TOYWORLD_DIR)
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")
     opts = ap.parse_args(argv)
-    from toyworld import finetune_decoder, train
+    from toyworld import finetune_decoder, infusion_unet, train
 
+    runners = {
+        "train": train.main,
+        "finetune_decoder": finetune_decoder.main,
+        "infusion_unet": infusion_unet.main,
+    }
     for number in _parse_stages(opts.stages):
         stage = STAGES[number - 1]
         argv_i = stage_argv(stage, opts)
@@ -163,7 +182,7 @@ def main(argv: list[str]) -> None:
         if stage.module == "train" and _finished(stage, argv_i):
             print("  finished before; skipped", flush=True)
             continue
-        (train.main if stage.module == "train" else finetune_decoder.main)(argv_i)
+        runners[stage.module](argv_i)
 
 
 def _finished(stage: Stage, argv: list[str]) -> bool:

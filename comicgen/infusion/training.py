@@ -193,6 +193,11 @@ def train(args: argparse.Namespace) -> dict:
         module = getattr(pipe, name, None)
         if module is not None:
             module.requires_grad_(False)
+    if args.unet:  # go on from an earlier run's U-Net (a new phase: fresh optimizer)
+        from diffusers import UNet2DConditionModel
+
+        own = pipe.unet
+        pipe.unet = UNet2DConditionModel.from_pretrained(args.unet).to(device, own.dtype)
     unet = pipe.unet
     if args.lora:
         from peft import LoraConfig
@@ -302,6 +307,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", required=True, help="a diffusers pipeline folder")
     ap.add_argument("--data", type=Path, required=True, help="a folder with metadata.jsonl")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--unet", type=Path, help="start from this U-Net folder instead of the model's own"
+    )
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--size", type=int, default=64, help="training resolution (pixels)")
     ap.add_argument("--lr", type=float, default=1e-5)

@@ -1,0 +1,82 @@
+"""The recipe's infusion-trained U-Net: toy-world pairs, ``comicgen.infusion.training``,
+and the result installed next to the bundled model's own U-Net.
+
+One call is one phase (a recipe stage): it writes the pairs if they are missing, trains
+(``--unet`` to go on from an earlier phase's U-Net), and with ``--install`` copies the
+U-Net into the model folder as ``unet-infusion`` (float16, like the own U-Net) and names
+it in the folder's ``comicgen.json`` with the infusion settings it was trained with, so
+``[infusion] unet = "auto"`` paints the infused panels with it::
+
+    python -m toyworld.infusion_unet --model comicgen/bundled/toyworld \\
+        --out .train/infusion-1 --steps 2000 --seed 1
+    python -m toyworld.infusion_unet --model comicgen/bundled/toyworld \\
+        --out .train/infusion-2 --unet .train/infusion-1/unet --steps 4000 --seed 2 \\
+        --character-weight 4 --install
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+INSTALLED = "unet-infusion"
+LEVELS = ["attention", "blocks"]  # what the U-Net is trained with, and painted with
+
+
+def install(unet: Path, model: Path, settings: dict) -> Path:
+    """Copy ``unet`` into ``model/unet-infusion`` (float16) and name it in comicgen.json."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
+    tmp = Path(tempfile.mkdtemp(prefix=".unet-infusion-", dir=model))
+    try:
+        trained.save_pretrained(tmp, safe_serialization=True)
+        dest = model / INSTALLED
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    path = model / "comicgen.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    data.update(infusion_unet=INSTALLED, infusion=settings)
+    path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    from comicgen.infusion import training
+    from toyworld.pairs import write_pairs
+
+    ap = argparse.ArgumentParser(
+        prog="python -m toyworld.infusion_unet", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--model", type=Path, required=True, help="the exported model folder")
+    ap.add_argument("--out", type=Path, required=True, help="this phase's run folder")
+    ap.add_argument("--pairs", type=Path, default=Path(".train/pairs"))
+    ap.add_argument("--pairs-n", type=int, default=4000)
+    ap.add_argument("--pairs-seed", type=int, default=11)
+    ap.add_argument("--install", action="store_true", help="install the result in --model")
+    ap.add_argument("--device", default="cpu")
+    args, rest = ap.parse_known_args(argv)
+    if not (args.pairs / "metadata.jsonl").is_file():
+        print(f"writing {args.pairs_n} pairs to {args.pairs} …", flush=True)
+        write_pairs(args.pairs, args.pairs_n, args.pairs_seed)
+    settings = {"levels": LEVELS}
+    device = ["--device", "cpu"] if args.device == "cpu" else []
+    train_argv = [
+        "--model", str(args.model), "--data", str(args.pairs), "--out", str(args.out),
+        "--infusion", json.dumps(settings), "--lr", "1e-4", "--checkpoint-every", "1000",
+        "--resume", *device, *rest,
+    ]  # fmt: skip
+    training.main(train_argv)
+    if args.install:
+        print(f"installed: {install(args.out / 'unet', args.model, settings)}")
+
+
+if __name__ == "__main__":
+    main()
