@@ -136,6 +136,8 @@ def test_the_recipe_phase_trains_goes_on_and_installs_next_to_the_own_unet(tmp_p
 
     (stored,) = (model / "unet-infusion").glob("*.safetensors")
     assert {t.dtype for t in load_file(stored).values()} == {torch.float16}  # like the own
+    config = json.loads((model / "unet-infusion" / "config.json").read_text())
+    assert "_name_or_path" not in config  # no path of the training machine ships
     installed = UNet2DConditionModel.from_pretrained(model / "unet-infusion")
     phase_2 = UNet2DConditionModel.from_pretrained(tmp_path / "p2" / "unet")
     own = UNet2DConditionModel.from_pretrained(TINY, subfolder="unet")

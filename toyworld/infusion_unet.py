@@ -35,6 +35,9 @@ def install(unet: Path, model: Path, settings: dict) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".unet-infusion-", dir=model))
     try:
         trained.save_pretrained(tmp, safe_serialization=True)
+        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        config.pop("_name_or_path", None)  # where it was trained: this machine's path
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         dest = model / INSTALLED
         if dest.exists():
             shutil.rmtree(dest)
