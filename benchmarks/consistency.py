@@ -323,29 +323,12 @@ def methods() -> list[Method]:
     ]
 
 
-class UnetCaches:
-    """The U-Net in use (the model's own or an infusion U-Net) and its feature cache."""
-
-    def __init__(self, pipe, recommended: dict):
-        from comicgen.infusion import FeatureCache
-        from comicgen.infusion.unet import UnetSwap
-
-        self.recommended = recommended  # the model's infusion settings for its U-Net
-        self.swap = UnetSwap(pipe)
-        self.caches: dict = {}
-        self.current = None
-        self._new = lambda: FeatureCache(max_bytes=256 * 1024**2)
-        self.use(None)
-
-    def use(self, folder) -> None:
-        self.swap.use(folder)
-        self.current = self.caches.setdefault(str(folder or ""), self._new())
-
-
-def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
+def paint(pipe, img2img, method: Method, panel: Panel, args, unets, recommended: dict):
+    """One panel of ``method``; ``unets``: the U-Net in use and its feature cache
+    (comicgen.infusion.unet.UnetSwap), ``recommended``: the model's infusion settings."""
     import torch
 
-    from comicgen.infusion import infused
+    from comicgen.infusion import FeatureCache, infused
     from comicgen.models import resolve_infusion_unet
     from comicgen.settings import InfusionSettings, panel_infusion
 
@@ -356,7 +339,7 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
     if method.kind == "truth":
         return truth_image(panel)
     if method.kind != "infusion":
-        cache.use(None)  # the model's own U-Net
+        unets.use(None)  # the model's own U-Net
     if method.kind == "plain":
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
     if method.kind == "img2img":
@@ -371,19 +354,23 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, cache: UnetCaches):
         ).images[0]
     # as comicgen render does: the method's settings on top of what the model recommends
     # for its infusion U-Net (comicgen.json), when unet stays "auto"
-    settings = panel_infusion(cache.recommended, InfusionSettings(**method.settings))
+    settings = panel_infusion(recommended, InfusionSettings(**method.settings))
     refs = character_refs(panel, method.placement)
     # [infusion] unet, as comicgen render: "auto" takes the model's infusion-trained U-Net
     # when it ships one (with --unet, the U-Net given is the model's: "auto" keeps it)
     folder = None
     if settings.weight > 0:  # weight 0 is a plain panel, painted by the own U-Net
         folder = resolve_infusion_unet(settings.unet, None if args.unet else args.model, None)
-    cache.use(folder)
-    with infused(pipe, refs, settings, seed=panel.seed, cache=cache.current, **kw):
+    unets.use(folder)
+    if unets.cache is None:
+        unets.cache = FeatureCache(max_bytes=256 * 1024**2)
+    with infused(pipe, refs, settings, seed=panel.seed, cache=unets.cache, **kw):
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
 
 
-def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], args, cache):
+def run_method(
+    pipe, method: Method, panels: list[Panel], stories: list[Panel], args, unets, recommended
+):
     img2img = None
     if method.kind == "img2img":
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -392,7 +379,7 @@ def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], 
         img2img.set_progress_bar_config(disable=True)
 
     def painted(panel: Panel):
-        image = paint(pipe, img2img, method, panel, args, cache)
+        image = paint(pipe, img2img, method, panel, args, unets, recommended)
         if args.save:
             folder = Path(args.save) / method.name
             folder.mkdir(parents=True, exist_ok=True)
@@ -616,11 +603,13 @@ def main(argv: list[str] | None = None) -> None:
 
     # with --unet, the U-Net given is the model's: no infusion U-Net, no recommendations
     recommended = {} if args.unet else inspect_model(str(args.model)).infusion
-    cache = UnetCaches(pipe, recommended)
+    from comicgen.infusion.unet import UnetSwap
+
+    unets = UnetSwap(pipe)
     rows = []
     begin = time.perf_counter()
     for method in chosen:
-        result = run_method(pipe, method, panels[method.count], stories, args, cache)
+        result = run_method(pipe, method, panels[method.count], stories, args, unets, recommended)
         rows.append((method, result))
         keys = ("identity", "all4", "character", "scene", "story")
         summary = " ".join(f"{k}={_fmt(result[k])}" for k in keys)

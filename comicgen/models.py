@@ -142,36 +142,53 @@ def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelIn
     assert folder is not None
     # an infusion U-Net the folder ships paints infused panels only: their keys take its
     # own fingerprint (comicgen.jobs), so new infusion weights repaint no plain panel
-    trained = model_infusion_unet(folder)
+    data = _model_file(folder)
+    trained = model_infusion_unet(folder, data)
     skip = (trained.name,) if trained is not None else ()
     print_ = folder_fingerprint(folder, skip)
-    recommended = _infusion_defaults(folder) if trained is not None else {}
-    return ModelInfo(source, print_, *_geometry(folder), _buckets(folder), recommended)
+    recommended = _infusion_defaults(folder, data) if trained is not None else {}
+    return ModelInfo(source, print_, *_geometry(folder), _buckets(folder, data), recommended)
 
 
-def _buckets(folder: Path) -> tuple[tuple[int, int], ...]:
-    """The painting sizes a model was trained at (its aspect-ratio buckets), if its folder
-    says: ``comicgen.json`` with ``{"buckets": [[width, height], ...]}`` in pixels."""
+def _model_file(folder: Path) -> dict:
+    """A model folder's ``comicgen.json`` (what comicgen knows of the model beyond its
+    diffusers configs), {} when it has none."""
     path = folder / "comicgen.json"
     if not path.is_file():
-        return ()
+        return {}
     try:
-        sizes = json.loads(path.read_text(encoding="utf-8")).get("buckets", [])
-        return tuple((int(w), int(h)) for w, h in sizes)
-    except (ValueError, TypeError, AttributeError):
-        raise ModelError(
-            f"{path}: not a comicgen model file",
-            hint='it holds {"buckets": [[width, height], ...]}; fix or delete it',
-        ) from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise _bad_model_file(path)
+    return data
 
 
-def _infusion_defaults(folder: Path) -> dict:
+def _bad_model_file(path: Path) -> ModelError:
+    return ModelError(
+        f"{path}: not a comicgen model file",
+        hint='it holds {"buckets": [[width, height], ...]}; fix or delete it',
+    )
+
+
+def _buckets(folder: Path, data: dict | None = None) -> tuple[tuple[int, int], ...]:
+    """The painting sizes a model was trained at (its aspect-ratio buckets), if its folder
+    says: ``comicgen.json`` with ``{"buckets": [[width, height], ...]}`` in pixels
+    (``data``: that file, already read)."""
+    data = _model_file(folder) if data is None else data
+    try:
+        return tuple((int(w), int(h)) for w, h in data.get("buckets", []))
+    except (ValueError, TypeError):
+        raise _bad_model_file(folder / "comicgen.json") from None
+
+
+def _infusion_defaults(folder: Path, data: dict) -> dict:
     """The ``infusion`` settings of a model folder's comicgen.json (checked), or {}."""
     from pydantic import ValidationError
 
     from comicgen.settings import InfusionSettings
 
-    data = json.loads((folder / "comicgen.json").read_text(encoding="utf-8"))
     recommended = data.get("infusion") or {}
     try:
         InfusionSettings(**recommended)
@@ -223,15 +240,12 @@ def folder_fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> str:
 # -- an infusion-trained U-Net ([infusion] unet; swapped in by comicgen.infusion.unet) ----
 
 
-def model_infusion_unet(model_folder: Path | None) -> Path | None:
-    """The infusion U-Net a model folder ships (its ``comicgen.json`` says), or None."""
-    if model_folder is None or not (model_folder / "comicgen.json").is_file():
+def model_infusion_unet(model_folder: Path | None, data: dict | None = None) -> Path | None:
+    """The infusion U-Net a model folder ships (its ``comicgen.json`` says; ``data``: that
+    file, already read), or None."""
+    if model_folder is None:
         return None
-    try:
-        name = json.loads((model_folder / "comicgen.json").read_text(encoding="utf-8"))
-        name = name.get("infusion_unet")
-    except (ValueError, AttributeError):
-        return None  # models._buckets reports a broken file
+    name = (_model_file(model_folder) if data is None else data).get("infusion_unet")
     if not name:
         return None
     folder = model_folder / name

@@ -125,12 +125,21 @@ class Painter:
         self.device = device
         self.dtype = dtype
         self.scheduler = scheduler
-        self.feature_cache = None  # the reference features of the U-Net in use
-        self._caches: dict[str, Any] = {}  # U-Net folder ("": own) -> its FeatureCache
-        self._cache_owner = ""  # whose U-Net feature_cache belongs to
-        self._unets = None  # comicgen.infusion.unet.UnetSwap, once an infusion U-Net is used
+        from comicgen.infusion.unet import UnetSwap
+
+        # the U-Net weights in use ([infusion] unet) and, per U-Net, its feature cache
+        self.unets = UnetSwap(pipe)
         self.memory = None  # the comicgen.memory.MemoryPlan it was placed by
         self.adapters = None  # comicgen.adapters.Adapters, once a LoRA or embedding is used
+
+    @property
+    def feature_cache(self):
+        """The characters' reference features for the U-Net in use (None until needed)."""
+        return self.unets.cache
+
+    @feature_cache.setter
+    def feature_cache(self, cache) -> None:
+        self.unets.cache = cache
 
     @classmethod
     def load(
@@ -222,7 +231,7 @@ class Painter:
 
         context = nullcontext()
         active = [j for j in jobs if j.characters and j.infusion.weight > 0]
-        self._use_unet(first.infusion_unet if active else "")
+        self.unets.use(Path(first.infusion_unet) if active and first.infusion_unet else None)
         if active:
             if len(active) != len(jobs) or any(
                 _refs_signature(j) != _refs_signature(first) for j in jobs
@@ -262,22 +271,6 @@ class Painter:
         except torch.OutOfMemoryError:
             raise out_of_memory(self.device) from None
         return list(result.images)
-
-    def _use_unet(self, folder: str) -> None:
-        """Put the U-Net weights of ``folder`` ("": the model's own) in, each with its
-        own reference-feature cache (features depend on the weights)."""
-        if self._unets is None:
-            if not folder:
-                return
-            from comicgen.infusion.unet import UnetSwap
-
-            self._unets = UnetSwap(self.pipe)
-        self._unets.use(Path(folder) if folder else None)
-        current = str(self._unets.current or "")
-        if self.feature_cache is not None:
-            self._caches[self._cache_owner] = self.feature_cache
-        self.feature_cache = self._caches.get(current)
-        self._cache_owner = current
 
 
 def _refs_signature(job: PaintJob) -> tuple:

@@ -16,7 +16,7 @@ from comicgen.cli import app
 from comicgen.errors import ModelError
 from comicgen.jobs import plan
 from comicgen.library import Library
-from comicgen.models import resolve_infusion_unet
+from comicgen.models import inspect_model, resolve_infusion_unet
 from comicgen.painter import Painter, PaintJob
 from comicgen.settings import InfusionSettings, ModelSettings
 from comicgen.workspace import Workspace
@@ -62,6 +62,10 @@ def test_the_setting_names_the_model_s_own_its_trained_or_a_folder(model, tmp_pa
     (broken / "comicgen.json").write_text(json.dumps({"infusion_unet": "gone"}))
     with pytest.raises(ModelError, match="infusion_unet 'gone'"):
         resolve_infusion_unet("auto", broken, None)
+    for text in ("[1]", "{not json", '{"buckets": 5}'):  # one reader, one message
+        (broken / "comicgen.json").write_text(text)
+        with pytest.raises(ModelError, match="not a comicgen model file"):
+            inspect_model(str(broken))
 
 
 def test_only_infused_panels_use_it_and_the_own_weights_come_back(model, tmp_path):

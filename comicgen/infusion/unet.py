@@ -24,13 +24,25 @@ from comicgen.errors import ModelError
 
 
 class UnetSwap:
-    """Puts a U-Net folder's weights into ``pipe.unet`` in place, and the own ones back."""
+    """Puts a U-Net folder's weights into ``pipe.unet`` in place, and the own ones back;
+    keeps a reference-feature cache per U-Net (:attr:`cache`: the one in use)."""
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.current: Path | None = None  # None: the model's own weights are in
+        self.caches: dict[Path | None, object] = {}  # per U-Net: its FeatureCache
         self._own: dict | None = None
         self._loaded: dict[Path, dict] = {}
+
+    @property
+    def cache(self):
+        """The reference-feature cache of the U-Net in use (features depend on the
+        weights), None until one is set."""
+        return self.caches.get(self.current)
+
+    @cache.setter
+    def cache(self, cache) -> None:
+        self.caches[self.current] = cache
 
     def use(self, folder: Path | None) -> None:
         if folder == self.current:
