@@ -54,6 +54,32 @@ def test_toy_pairs_show_other_faces_than_the_scene(tmp_path):
             assert wanted not in faces
 
 
+def test_three_character_pairs_stand_left_center_right_in_a_wide_shot(tmp_path):
+    meta = write_pairs(tmp_path / "pairs", 4, seed=5, three=1.0)
+    items = [json.loads(line) for line in meta.read_text().splitlines()]
+    for item in items:
+        assert len(item["characters"]) == 3
+        assert "wide shot" in item["caption"]
+        for phrase in ("on the left", "in the center", "on the right"):
+            assert phrase in item["caption"]
+        centres = [(c["box"][0] + c["box"][2]) / 2 for c in item["characters"]]
+        assert centres == sorted(centres) and centres[0] < 0.3 < 0.7 < centres[2]
+        assert all(len(c["sheets"]) >= 1 for c in item["characters"])
+    # the default keeps one or two characters
+    default = write_pairs(tmp_path / "pairs2", 8, seed=5)
+    counts = {len(json.loads(line)["characters"]) for line in default.read_text().splitlines()}
+    assert counts <= {1, 2}
+
+
+def test_learning_rate_schedule_runs_over_the_steps(tmp_path):
+    write_pairs(tmp_path / "pairs", 2, seed=4)
+    common = ["--steps", "2", "--checkpoint-every", "0"]
+    constant = train(args(tmp_path, *common))
+    assert constant["lr"] == 1e-3
+    linear = train(args(tmp_path, *common, "--lr-schedule", "linear"))
+    assert linear["lr"] == 0.0 and linear["steps"] == 2
+
+
 def test_trains_checkpoints_and_resumes(tmp_path):
     write_pairs(tmp_path / "pairs", 3, seed=2)
     first = train(args(tmp_path, "--steps", "2", "--checkpoint-every", "1"))

@@ -1,6 +1,6 @@
 """Infusion training pairs from the toy world: a character's sheet views -> a scene with it.
 
-Each pair is a scene (one or two characters) and, per character, sheet views that show it
+Each pair is a scene (one, two or three characters) and, per character, sheet views that show it
 with *other* expressions and facings than the scene, so that a model trained on the pairs
 learns to take the identity from the sheet and the expression, facing, place and size from
 the caption. Captions leave the character's identity out most of the time (it must come
@@ -30,6 +30,7 @@ from toyworld import world as W
 
 VIEWS_PER_CHARACTER = 3
 IDENTITY_IN_CAPTION = 0.25  # fraction of captions that also name the characters' identity
+THREE = 0.0  # default share of three-character scenes (wide shot, left / center / right)
 
 
 def _rng(seed: int, index: int) -> random.Random:
@@ -56,10 +57,23 @@ def other_views(ch: W.Character, rng: random.Random) -> list[W.Character]:
     return others[:VIEWS_PER_CHARACTER]
 
 
-def make_pair(seed: int, index: int) -> tuple[W.Scene, list[list[W.Character]], str]:
-    """(scene, per character its sheet views, caption) of pair ``index``."""
+def make_pair(
+    seed: int, index: int, three: float = THREE
+) -> tuple[W.Scene, list[list[W.Character]], str]:
+    """(scene, per character its sheet views, caption) of pair ``index``; ``three``: the
+    share of scenes with three characters (a wide shot without a prop, as the consistency
+    benchmark asks them)."""
     rng = _rng(seed, index)
     scene = W.sample_scene(rng, sheet_fraction=0.0)
+    if three and rng.random() < three:
+        positions = ("left", "center", "right")
+        scene = replace(
+            scene,
+            characters=tuple(W.sample_character(rng) for _ in positions),
+            positions=positions,
+            shot="wide",
+            prop="none",
+        )
     chars = tuple(replace(c, look=rng.choice((-1, 0, 1))) for c in scene.characters)
     scene = replace(scene, characters=chars)
     views = [other_views(c, rng) for c in chars]
@@ -77,12 +91,14 @@ def make_pair(seed: int, index: int) -> tuple[W.Scene, list[list[W.Character]], 
     return scene, views, ", ".join(clauses)
 
 
-def write_pairs(folder: Path, n: int, seed: int = 0, size: int = W.SIZE) -> Path:
+def write_pairs(
+    folder: Path, n: int, seed: int = 0, size: int = W.SIZE, three: float = THREE
+) -> Path:
     """Write ``n`` pairs (``size`` pixels) and their ``metadata.jsonl`` under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(n):
-        scene, views, caption = make_pair(seed, i)
+        scene, views, caption = make_pair(seed, i, three)
         sub = folder / f"{i:05d}"
         sub.mkdir(exist_ok=True)
         W.render(scene, size).save(sub / "scene.png")
@@ -119,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=W.SIZE)
+    ap.add_argument(
+        "--three", type=float, default=THREE, help="share of scenes with three characters"
+    )
     args = ap.parse_args(argv)
-    path = write_pairs(args.out, args.n, args.seed, args.size)
+    path = write_pairs(args.out, args.n, args.seed, args.size, args.three)
     print(f"{args.n} pairs: {path}")
 
 

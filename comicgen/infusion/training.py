@@ -168,11 +168,13 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train; returns {"steps": done, "loss": last mean loss, "saved": path}."""
+    """Train; returns {"steps": done, "loss": last mean loss, "saved": path, "lr": the
+    learning rate the schedule ended at}."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers import DDPMScheduler, DiffusionPipeline
+    from diffusers.optimization import get_scheduler
 
     from comicgen.settings import InfusionSettings
 
@@ -214,6 +216,13 @@ def train(args: argparse.Namespace) -> dict:
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    # diffusers' schedules; the prepared scheduler steps once per process per step
+    lr_scheduler = get_scheduler(
+        args.lr_schedule,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup * accelerator.num_processes,
+        num_training_steps=args.steps * accelerator.num_processes,
+    )
     data = PairFolder(args.data, args.size)
     generator = torch.Generator().manual_seed(args.seed)
     loader = torch.utils.data.DataLoader(
@@ -223,7 +232,9 @@ def train(args: argparse.Namespace) -> dict:
         generator=generator,
         collate_fn=lambda batch: batch[0],
     )
-    wrapped, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    wrapped, optimizer, loader, lr_scheduler = accelerator.prepare(
+        unet, optimizer, loader, lr_scheduler
+    )
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     kind = noise_sched.config.get("prediction_type", "epsilon")
     settings = (
@@ -280,6 +291,7 @@ def train(args: argparse.Namespace) -> dict:
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)
                 optimizer.step()
+                lr_scheduler.step()
                 optimizer.zero_grad()
             losses.append(float(loss.detach()))
             step += 1
@@ -297,7 +309,8 @@ def train(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         saved = _save(accelerator.unwrap_model(wrapped), out, lora=bool(args.lora))
     recent = losses[-args.log_every :] or [float("nan")]
-    return {"steps": step, "loss": sum(recent) / len(recent), "saved": saved}
+    lr = lr_scheduler.get_last_lr()[0]
+    return {"steps": step, "loss": sum(recent) / len(recent), "saved": saved, "lr": lr}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -313,6 +326,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--size", type=int, default=64, help="training resolution (pixels)")
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument(
+        "--lr-schedule",
+        choices=["constant", "constant_with_warmup", "cosine", "linear"],
+        default="constant",
+        help="learning-rate schedule over --steps (diffusers' get_scheduler)",
+    )
+    ap.add_argument("--lr-warmup", type=int, default=0, help="warm-up steps of the schedule")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank (0: train the whole U-Net)")
     ap.add_argument(
         "--character-weight",
