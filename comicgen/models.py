@@ -122,6 +122,8 @@ class ModelInfo:
     # the [infusion] settings that go with the model's infusion U-Net (comicgen.json
     # "infusion"; only when it ships one): beneath the person's, when unet is "auto"
     infusion: dict = field(default_factory=dict)
+    # the infusion U-Net folder the model ships (comicgen.json "infusion_unet"), or None
+    infusion_unet: Path | None = None
 
 
 def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelInfo:
@@ -147,7 +149,9 @@ def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelIn
     skip = (trained.name,) if trained is not None else ()
     print_ = folder_fingerprint(folder, skip)
     recommended = _infusion_defaults(folder, data) if trained is not None else {}
-    return ModelInfo(source, print_, *_geometry(folder), _buckets(folder, data), recommended)
+    return ModelInfo(
+        source, print_, *_geometry(folder), _buckets(folder, data), recommended, trained
+    )
 
 
 def _model_file(folder: Path) -> dict:

@@ -8,7 +8,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from comicgen.infusion import FeatureCache, infused
-from comicgen.infusion.attention import InfusionAttnProcessor, attention_weights
+from comicgen.infusion.attention import AttentionContext, InfusionAttnProcessor, attention_weights
 from comicgen.settings import InfusionSettings
 from tests.test_infusion import SIZE, STEPS, character, generate, no_hooks, pipe_for
 
@@ -142,3 +142,40 @@ def test_cached_attention_runs_no_reference_rows_and_matches():
     assert h2.cache_hits == STEPS and h2.reference_rows_run == 0
     np.testing.assert_allclose(second, uncached_2, rtol=0, atol=1e-4)
     assert any(isinstance(k, tuple) and str(k[-1]).startswith("attn:") for k in cache._entries)
+
+
+@pytest.mark.parametrize("two", [False, True])
+def test_only_queries_inside_a_box_pay_for_the_sheet(two):
+    """The split attention (inside queries widened, outside ones plain) equals one masked
+    attention of every query over the panel's and the sheet's tokens."""
+    import math
+
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    rows, heads, n, d, m1, m2 = 2, 2, 16, 8, 5, 3
+    q, k, v = (torch.randn(rows, heads, n, d, generator=g) for _ in range(3))
+    mine1 = torch.zeros(n, dtype=torch.bool)
+    mine1[2:9] = True
+    mine2 = torch.zeros(n, dtype=torch.bool)
+    mine2[7:12] = True
+    keys = torch.randn(heads, m1 + m2 if two else m1, d, generator=g)
+    values = torch.randn_like(keys)
+    union = mine1 | mine2 if two else mine1
+    inside, outside = union.nonzero().squeeze(1), (~union).nonzero().squeeze(1)
+    full = torch.full((n, keys.shape[1]), float("-inf"))
+    full[mine1, :m1] = 0.0
+    bias = None
+    if two:
+        full[mine2, m1:] = math.log(0.5)
+        bias = full[inside]
+    proc = InfusionAttnProcessor(None, "x", 2.0 if two else 1.0, None)
+    got = proc._panel(q, k, v, AttentionContext(keys, values, inside, outside, bias))
+    mask = torch.cat([torch.zeros(n, n), full + proc.bias], dim=1)
+    kk = torch.cat([k, keys[None].expand(rows, -1, -1, -1)], dim=2)
+    vv = torch.cat([v, values[None].expand(rows, -1, -1, -1)], dim=2)
+    want = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(
+        got[:, :, outside], F.scaled_dot_product_attention(q, k, v)[:, :, outside], atol=1e-6
+    )

@@ -24,7 +24,7 @@ consistent self-attention and ConsiStory's shared attention work this way).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -136,30 +136,19 @@ class InfusionAttnProcessor(AttnProcessor2_0):
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        ref_k, ref_v, bias = self.infuser.attention_context(self.name, key, value, call, grid)
-        if ref_k is None:
+        context = self.infuser.attention_context(self.name, key, value, call, grid)
+        if context is None:
             out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0)
         else:
             panel = call.infused_rows
-            q = query[panel]
-            k = torch.cat([key[panel], ref_k[None].expand(q.shape[0], -1, -1, -1)], dim=2)
-            v = torch.cat([value[panel], ref_v[None].expand(q.shape[0], -1, -1, -1)], dim=2)
-            own = torch.zeros((tokens, tokens), device=q.device, dtype=q.dtype)
-            mask = torch.cat([own, (bias + self.bias).to(q.dtype)], dim=1)[None, None]
-            infused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0)
-            parts = []
+            out = torch.empty_like(query)
             if panel.start > 0:  # the unconditional half, with cfg: cond
-                parts.append(
-                    F.scaled_dot_product_attention(
-                        query[: panel.start], key[: panel.start], value[: panel.start]
-                    )
-                )
-            parts.append(infused)
+                head = slice(0, panel.start)
+                out[head] = F.scaled_dot_product_attention(query[head], key[head], value[head])
             if panel.stop < rows:  # the reference rows: their own self-attention
                 rest = slice(panel.stop, rows)
-                parts.append(F.scaled_dot_product_attention(query[rest], key[rest], value[rest]))
-            out = torch.cat(parts) if len(parts) > 1 else infused
-
+                out[rest] = F.scaled_dot_product_attention(query[rest], key[rest], value[rest])
+            out[panel] = self._panel(query[panel], key[panel], value[panel], context)
         hidden_states = out.transpose(1, 2).reshape(rows, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
@@ -169,6 +158,46 @@ class InfusionAttnProcessor(AttnProcessor2_0):
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+    def _panel(self, query, key, value, context: AttentionContext):
+        """The panel rows' attention: queries inside a box also see the reference tokens
+        (their own keys first), the others only the panel's own tokens — the same as one
+        masked attention over all queries, without its cost outside the boxes."""
+        import torch
+        import torch.nn.functional as F
+
+        inside, outside = context.inside, context.outside
+        out = torch.empty_like(query)
+        if outside.numel():
+            q = query.index_select(2, outside)
+            out[:, :, outside] = F.scaled_dot_product_attention(q, key, value)
+        q = query.index_select(2, inside)
+        n = q.shape[0]
+        k = torch.cat([key, context.keys[None].expand(n, -1, -1, -1)], dim=2)
+        v = torch.cat([value, context.values[None].expand(n, -1, -1, -1)], dim=2)
+        if context.bias is None and self.bias == 0.0:
+            mask = None  # every inside query sees every reference token at weight 1
+        else:
+            bias = context.bias if context.bias is not None else q.new_zeros((q.shape[2], 1))
+            own = torch.zeros((q.shape[2], key.shape[2]), device=q.device, dtype=q.dtype)
+            ref = (bias + self.bias).to(q.dtype).expand(-1, context.keys.shape[1])
+            mask = torch.cat([own, ref], dim=1)[None, None]
+        out[:, :, inside] = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out
+
+
+class AttentionContext(NamedTuple):
+    """What a panel's self-attention adds at one layer: the characters' reference
+    ``keys`` and ``values`` ([heads, M, d]), the panel queries ``inside`` some box and
+    those ``outside`` all (token indices), and ``bias`` ([len(inside), M], additive;
+    None when it is 0 everywhere)."""
+
+    keys: object
+    values: object
+    inside: object
+    outside: object
+    bias: object
 
 
 def reference_tokens(ch, key, value, rows: slice, grid: tuple[int, int]):
@@ -184,24 +213,19 @@ def reference_tokens(ch, key, value, rows: slice, grid: tuple[int, int]):
     return k.contiguous(), v.contiguous()
 
 
-def query_bias(box, grid: tuple[int, int], tokens: int, device, dtype):
-    """[N, tokens] additive bias: 0 for panel queries inside ``box``, -inf outside."""
-    import torch
-
+def query_inside(box, grid: tuple[int, int], device):
+    """[N] bool: the panel queries inside ``box``."""
     h, w = grid
-    inside = box_window(box, h, w, 0.0).flatten() > 0.5
-    bias = torch.zeros((h * w, 1), device=device, dtype=torch.float32)
-    bias[~inside.to(device)] = float("-inf")
-    return bias.expand(h * w, tokens).to(dtype)
+    return (box_window(box, h, w, 0.0).flatten() > 0.5).to(device)
 
 
 def attention_context(characters, cache, layer: str, key, value, call, grid: tuple[int, int]):
-    """(keys [heads, M, d], values, bias [N, M]) of every character's reference tokens at
-    attention ``layer`` — from this call's reference rows, or from the cache — or (None,
-    None, None) when there are none."""
+    """The :class:`AttentionContext` of every character's reference tokens at attention
+    ``layer`` — from this call's reference rows, or from the cache — or None when there
+    are none (or no panel query lies in a character's box)."""
     import torch
 
-    keys, values, biases = [], [], []
+    found = []
     for ci, ch in enumerate(characters):
         cache_key = ch.key + (call.step_key, f"attn:{layer}")
         if ci in call.rows:
@@ -216,10 +240,23 @@ def attention_context(characters, cache, layer: str, key, value, call, grid: tup
         if k.shape[1] == 0:
             continue
         # the character's strength and the schedule scale its tokens' weight
-        bias = query_bias(ch.box, grid, k.shape[1], key.device, torch.float32)
-        biases.append(bias + math.log(ch.refs.strength * call.scale))
-        keys.append(k.to(key.dtype))
-        values.append(v.to(value.dtype))
-    if not keys:
-        return None, None, None
-    return torch.cat(keys, dim=1), torch.cat(values, dim=1), torch.cat(biases, dim=1)
+        found.append((k, v, query_inside(ch.box, grid, key.device), ch.refs.strength * call.scale))
+    if not found:
+        return None
+    union = found[0][2].clone()
+    for _, _, inside, _ in found[1:]:
+        union |= inside
+    inside = union.nonzero().squeeze(1)
+    if inside.numel() == 0:
+        return None
+    outside = (~union).nonzero().squeeze(1)
+    keys = torch.cat([k.to(key.dtype) for k, _, _, _ in found], dim=1)
+    values = torch.cat([v.to(value.dtype) for _, v, _, _ in found], dim=1)
+    bias = None
+    if len(found) > 1 or any(scale != 1.0 for *_, scale in found):
+        columns = []
+        for k, _, mine, scale in found:  # -inf where the query is outside this box
+            col = torch.where(mine[inside], math.log(scale), float("-inf"))
+            columns.append(col[:, None].expand(-1, k.shape[1]))
+        bias = torch.cat(columns, dim=1)
+    return AttentionContext(keys, values, inside, outside, bias)

@@ -398,8 +398,8 @@ class Infuser:
 
     # --- attention ---------------------------------------------------------------------
     def attention_context(self, layer: str, key, value, call: _Call, grid: tuple[int, int]):
-        """(keys [heads, M, d], values, bias [N, M]) of every character's reference tokens
-        at attention ``layer``, or (None, None, None) when there are none."""
+        """The ``AttentionContext`` (reference keys, values, the queries inside the boxes,
+        their bias) of every character at attention ``layer``, or None."""
         return attention_context(self.characters, self.cache, layer, key, value, call, grid)
 
     # --- features --------------------------------------------------------------------
