@@ -144,8 +144,9 @@ def test_cached_attention_runs_no_reference_rows_and_matches():
     assert any(isinstance(k, tuple) and str(k[-1]).startswith("attn:") for k in cache._entries)
 
 
+@pytest.mark.parametrize("n", [16, 256])  # one masked attention; split at SPLIT_MIN
 @pytest.mark.parametrize("two", [False, True])
-def test_only_queries_inside_a_box_pay_for_the_sheet(two):
+def test_only_queries_inside_a_box_pay_for_the_sheet(two, n):
     """The split attention (inside queries widened, outside ones plain) equals one masked
     attention of every query over the panel's and the sheet's tokens."""
     import math
@@ -153,12 +154,12 @@ def test_only_queries_inside_a_box_pay_for_the_sheet(two):
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
-    rows, heads, n, d, m1, m2 = 2, 2, 16, 8, 5, 3
+    rows, heads, d, m1, m2 = 2, 2, 8, 5, 3
     q, k, v = (torch.randn(rows, heads, n, d, generator=g) for _ in range(3))
     mine1 = torch.zeros(n, dtype=torch.bool)
-    mine1[2:9] = True
+    mine1[2 : n // 2] = True
     mine2 = torch.zeros(n, dtype=torch.bool)
-    mine2[7:12] = True
+    mine2[n // 3 : n // 2 + 3] = True
     keys = torch.randn(heads, m1 + m2 if two else m1, d, generator=g)
     values = torch.randn_like(keys)
     union = mine1 | mine2 if two else mine1
