@@ -23,6 +23,7 @@ consistent self-attention and ConsiStory's shared attention work this way).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -223,10 +224,17 @@ def reference_tokens(ch, key, value, rows: slice, grid: tuple[int, int]):
     return k.contiguous(), v.contiguous()
 
 
-def query_inside(box, grid: tuple[int, int], device):
-    """[N] bool: the panel queries inside ``box``."""
+@functools.lru_cache(maxsize=256)
+def query_split(boxes: tuple, grid: tuple[int, int], device):
+    """(per box a [N] bool of the panel queries inside it, the indices of the queries
+    inside any box, of those outside all) — cached, since every layer and step of a grid
+    asks the same (the tensors are read-only)."""
     h, w = grid
-    return (box_window(box, h, w, 0.0).flatten() > 0.5).to(device)
+    mine = [(box_window(box, h, w, 0.0).flatten() > 0.5).to(device) for box in boxes]
+    union = mine[0].clone()
+    for m in mine[1:]:
+        union |= m
+    return mine, union.nonzero().squeeze(1), (~union).nonzero().squeeze(1)
 
 
 def attention_context(characters, cache, layer: str, key, value, call, grid: tuple[int, int]):
@@ -250,23 +258,22 @@ def attention_context(characters, cache, layer: str, key, value, call, grid: tup
         if k.shape[1] == 0:
             continue
         # the character's strength and the schedule scale its tokens' weight
-        found.append((k, v, query_inside(ch.box, grid, key.device), ch.refs.strength * call.scale))
+        found.append((k, v, tuple(ch.box), ch.refs.strength * call.scale))
     if not found:
         return None
-    union = found[0][2].clone()
-    for _, _, inside, _ in found[1:]:
-        union |= inside
-    inside = union.nonzero().squeeze(1)
+    mine, inside, outside = query_split(tuple(f[2] for f in found), grid, key.device)
     if inside.numel() == 0:
         return None
-    outside = (~union).nonzero().squeeze(1)
-    keys = torch.cat([k.to(key.dtype) for k, _, _, _ in found], dim=1)
-    values = torch.cat([v.to(value.dtype) for _, v, _, _ in found], dim=1)
+    if len(found) == 1:
+        keys, values = found[0][0].to(key.dtype), found[0][1].to(value.dtype)
+    else:
+        keys = torch.cat([k.to(key.dtype) for k, _, _, _ in found], dim=1)
+        values = torch.cat([v.to(value.dtype) for _, v, _, _ in found], dim=1)
     bias = None
     if len(found) > 1 or any(scale != 1.0 for *_, scale in found):
         columns = []
-        for k, _, mine, scale in found:  # -inf where the query is outside this box
-            col = torch.where(mine[inside], math.log(scale), float("-inf"))
+        for (k, _, _, scale), box in zip(found, mine, strict=True):  # -inf outside the box
+            col = torch.where(box[inside], math.log(scale), float("-inf"))
             columns.append(col[:, None].expand(-1, k.shape[1]))
         bias = torch.cat(columns, dim=1)
     return AttentionContext(keys, values, inside, outside, bias)
