@@ -209,6 +209,42 @@ def upscale_gain_db(
     return float(np.mean(gains))
 
 
+BEFORE_AFTER_PROMPTS = (
+    "a red round character with a hat on the left, close-up, night sky, grass, a tree",
+    "a blue triangle character with stripes in the center, wide shot, day sky, snow, a house",
+    "a green square character looking surprised on the right, close-up, sunset sky, sand",
+    "a purple round character with dots on the left, wide shot, day sky, grass, a tree",
+)
+
+
+def before_after(out: Path, model: str = "bundled:toyworld-x4", seed: int = 0) -> Path:
+    """Paint panels with the bundled model and write them side by side: Lanczos (left)
+    and ``model`` (right), 256 pixels each, one row per panel."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    from comicgen.bundled import TOYWORLD_DIR
+    from comicgen.upscale import load_upscaler
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(TOYWORLD_DIR), safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    upscaler = load_upscaler(model)
+    rows = len(BEFORE_AFTER_PROMPTS)
+    canvas = Image.new("RGB", (2 * HR_SIZE, rows * HR_SIZE), "white")
+    for i, prompt in enumerate(BEFORE_AFTER_PROMPTS):
+        g = torch.Generator().manual_seed(seed + i)
+        panel = pipe(
+            prompt, height=LR_SIZE, width=LR_SIZE, num_inference_steps=20,
+            guidance_scale=5.0, generator=g,
+        ).images[0]  # fmt: skip
+        lanczos = panel.resize((HR_SIZE, HR_SIZE), Image.Resampling.LANCZOS)
+        canvas.paste(lanczos, (0, i * HR_SIZE))
+        canvas.paste(upscaler.upscale(panel), (HR_SIZE, i * HR_SIZE))
+    canvas.save(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=25.0, help="training time budget")
@@ -229,10 +265,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evaluate", action="store_true", help="only measure the gain")
     parser.add_argument("--model", default="bundled:toyworld-x4", help="upscaler to evaluate")
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument(
+        "--before-after", type=Path, help="only write painted panels, Lanczos | --model, here"
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.before_after:
+        print(before_after(args.before_after, args.model))
+        return
     if not args.evaluate:
         train(
             args.out,
