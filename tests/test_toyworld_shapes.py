@@ -160,7 +160,9 @@ def test_train_without_training_options_is_the_shipped_recipe(capsys):
     assert "finetune_decoder" in lines[7] and "--face-weight 8" in lines[7]
     assert "infusion_unet" in lines[8] and "--install" not in lines[8]
     assert "--unet .train/infusion-1/unet" in lines[9] and "--character-weight 4" in lines[9]
-    assert "--install" in lines[9]
+    assert "--install" not in lines[9]
+    assert "--unet .train/infusion-2/unet" in lines[10] and "--pairs-three 0.15" in lines[10]
+    assert "--lr-schedule cosine" in lines[10] and lines[10].count("--install") == 1
     train.main(["--dry-run", "--device", "cuda", "--stages", "5"])
     (gpu,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
     assert "--device cuda" in gpu and "--batch 512" in gpu and "--batch 32" not in gpu

@@ -11,7 +11,11 @@ it in the folder's ``comicgen.json`` with the infusion settings it was trained w
         --out .train/infusion-1 --steps 2000 --seed 1
     python -m toyworld.infusion_unet --model comicgen/bundled/toyworld \\
         --out .train/infusion-2 --unet .train/infusion-1/unet --steps 4000 --seed 2 \\
-        --character-weight 4 --install
+        --character-weight 4
+    python -m toyworld.infusion_unet --model comicgen/bundled/toyworld \\
+        --out .train/infusion-3 --unet .train/infusion-2/unet --pairs .train/pairs-3 \\
+        --pairs-seed 12 --pairs-three 0.15 --steps 3500 --seed 4 --character-weight 4 \\
+        --lr-schedule cosine --lr-warmup 100 --install
 """
 
 from __future__ import annotations
@@ -63,12 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=Path, default=Path(".train/pairs"))
     ap.add_argument("--pairs-n", type=int, default=4000)
     ap.add_argument("--pairs-seed", type=int, default=11)
+    ap.add_argument("--pairs-three", type=float, default=0.0, help="share of three-character pairs")
     ap.add_argument("--install", action="store_true", help="install the result in --model")
     ap.add_argument("--device", default="cpu")
     args, rest = ap.parse_known_args(argv)
     if not (args.pairs / "metadata.jsonl").is_file():
         print(f"writing {args.pairs_n} pairs to {args.pairs} …", flush=True)
-        write_pairs(args.pairs, args.pairs_n, args.pairs_seed)
+        write_pairs(args.pairs, args.pairs_n, args.pairs_seed, three=args.pairs_three)
     settings = {"levels": LEVELS}
     device = ["--device", "cpu"] if args.device == "cpu" else []
     train_argv = [

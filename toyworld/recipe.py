@@ -12,7 +12,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train                       # every stage, CPU
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
-    python -m toyworld.train --stages 9-10         # only the infusion-trained U-Net
+    python -m toyworld.train --stages 9-11         # only the infusion-trained U-Net
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -105,10 +105,18 @@ STAGES = (
         ("--out", ".train/infusion-1", "--steps", "2000", "--seed", "1", "--threads", "1"),
     ),
     Stage(
-        "10 infusion U-Net, loss weighted on the characters; installed as unet-infusion",
+        "10 infusion U-Net, loss weighted on the characters",
         "infusion_unet",
         ("--out", ".train/infusion-2", "--unet", ".train/infusion-1/unet", "--steps", "4000")
-        + ("--seed", "2", "--character-weight", "4", "--threads", "1", "--install"),
+        + ("--seed", "2", "--character-weight", "4", "--threads", "1"),
+    ),
+    Stage(
+        "11 infusion U-Net, three-character pairs too, cosine decay; installed as unet-infusion",
+        "infusion_unet",
+        ("--out", ".train/infusion-3", "--unet", ".train/infusion-2/unet", "--steps", "3500")
+        + ("--pairs", ".train/pairs-3", "--pairs-seed", "12", "--pairs-three", "0.15")
+        + ("--seed", "4", "--character-weight", "4", "--lr-schedule", "cosine")
+        + ("--lr-warmup", "100", "--threads", "1", "--install"),
     ),
 )
 

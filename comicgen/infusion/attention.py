@@ -163,7 +163,6 @@ class InfusionAttnProcessor(AttnProcessor2_0):
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-
     def _panel(self, query, key, value, context: AttentionContext):
         """The panel rows' attention: queries inside a box also see the reference tokens
         (their own keys first), the others only the panel's own tokens — the same as one
