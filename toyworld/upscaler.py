@@ -221,14 +221,12 @@ def before_after(out: Path, model: str = "bundled:toyworld-x4", seed: int = 0) -
     """Paint panels with the bundled model and write them side by side: Lanczos (left)
     and ``model`` (right), 256 pixels each, one row per panel."""
     import torch
-    from diffusers import StableDiffusionPipeline
     from PIL import Image
 
-    from comicgen.bundled import TOYWORLD_DIR
     from comicgen.upscale import load_upscaler
+    from toyworld.evaluate import load_pipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(TOYWORLD_DIR), safety_checker=None)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline()  # the bundled model
     upscaler = load_upscaler(model)
     rows = len(BEFORE_AFTER_PROMPTS)
     canvas = Image.new("RGB", (2 * HR_SIZE, rows * HR_SIZE), "white")

@@ -123,7 +123,7 @@ class InfusionAttnProcessor(AttnProcessor2_0):
             grid = (height, width)
         else:
             grid = _grid(hidden_states.shape[1], tuple(call.sample.shape[-2:]))
-        rows, tokens, _ = hidden_states.shape
+        rows = hidden_states.shape[0]
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(hidden_states)
