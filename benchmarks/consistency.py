@@ -323,9 +323,10 @@ def methods() -> list[Method]:
     ]
 
 
-def paint(pipe, img2img, method: Method, panel: Panel, args, unets, recommended: dict):
+def paint(pipe, img2img, method: Method, panel: Panel, args, unets, model):
     """One panel of ``method``; ``unets``: the U-Net in use and its feature cache
-    (comicgen.infusion.unet.UnetSwap), ``recommended``: the model's infusion settings."""
+    (comicgen.infusion.unet.UnetSwap), ``model``: the model's ModelInfo (its infusion
+    U-Net and the settings that go with it), None with --unet."""
     import torch
 
     from comicgen.infusion import FeatureCache, infused
@@ -354,13 +355,14 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, unets, recommended:
         ).images[0]
     # as comicgen render does: the method's settings on top of what the model recommends
     # for its infusion U-Net (comicgen.json), when unet stays "auto"
+    recommended = model.infusion if model is not None else {}
     settings = panel_infusion(recommended, InfusionSettings(**method.settings))
     refs = character_refs(panel, method.placement)
     # [infusion] unet, as comicgen render: "auto" takes the model's infusion-trained U-Net
     # when it ships one (with --unet, the U-Net given is the model's: "auto" keeps it)
     folder = None
     if settings.weight > 0:  # weight 0 is a plain panel, painted by the own U-Net
-        folder = resolve_infusion_unet(settings.unet, None if args.unet else args.model, None)
+        folder = resolve_infusion_unet(settings.unet, model, None)
     unets.use(folder)
     if unets.cache is None:
         unets.cache = FeatureCache(max_bytes=256 * 1024**2)
@@ -368,9 +370,7 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, unets, recommended:
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
 
 
-def run_method(
-    pipe, method: Method, panels: list[Panel], stories: list[Panel], args, unets, recommended
-):
+def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], args, unets, model):
     img2img = None
     if method.kind == "img2img":
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -379,7 +379,7 @@ def run_method(
         img2img.set_progress_bar_config(disable=True)
 
     def painted(panel: Panel):
-        image = paint(pipe, img2img, method, panel, args, unets, recommended)
+        image = paint(pipe, img2img, method, panel, args, unets, model)
         if args.save:
             folder = Path(args.save) / method.name
             folder.mkdir(parents=True, exist_ok=True)
@@ -602,14 +602,14 @@ def main(argv: list[str] | None = None) -> None:
     from comicgen.models import inspect_model
 
     # with --unet, the U-Net given is the model's: no infusion U-Net, no recommendations
-    recommended = {} if args.unet else inspect_model(str(args.model)).infusion
+    model = None if args.unet else inspect_model(str(args.model))
     from comicgen.infusion.unet import UnetSwap
 
     unets = UnetSwap(pipe)
     rows = []
     begin = time.perf_counter()
     for method in chosen:
-        result = run_method(pipe, method, panels[method.count], stories, args, unets, recommended)
+        result = run_method(pipe, method, panels[method.count], stories, args, unets, model)
         rows.append((method, result))
         keys = ("identity", "all4", "character", "scene", "story")
         summary = " ".join(f"{k}={_fmt(result[k])}" for k in keys)

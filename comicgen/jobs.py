@@ -240,10 +240,7 @@ def _infusion_unet(setting: str, info, base: Path, seen: dict, where: str) -> tu
 
     if setting not in seen:
         try:
-            if setting == "auto":  # inspect_model read the model's comicgen.json already
-                folder = info.infusion_unet
-            else:
-                folder = resolve_infusion_unet(setting, info.source.folder, base)
+            folder = resolve_infusion_unet(setting, info, base)
         except ModelError as exc:
             raise ComicgenError(f"{where}: {exc.message}", hint=exc.hint) from None
         seen[setting] = (str(folder), folder_fingerprint(folder)) if folder else ("", "")

@@ -261,14 +261,14 @@ def model_infusion_unet(model_folder: Path | None, data: dict | None = None) -> 
     return folder
 
 
-def resolve_infusion_unet(
-    setting: str, model_folder: Path | None, base: Path | None
-) -> Path | None:
-    """The U-Net folder ``[infusion] unet`` names for this model; None: the model's own."""
+def resolve_infusion_unet(setting: str, info: ModelInfo | None, base: Path | None) -> Path | None:
+    """The U-Net folder ``[infusion] unet`` names for the model ``info`` describes (None: a
+    model that ships none); None: the model's own. "auto" is the infusion U-Net the model
+    ships (read once, by :func:`inspect_model`)."""
     if setting == "own":
         return None
     if setting == "auto":
-        return model_infusion_unet(model_folder)
+        return info.infusion_unet if info is not None else None
     path = Path(setting).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path

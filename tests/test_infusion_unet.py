@@ -50,18 +50,19 @@ def model(tmp_path_factory):
 
 
 def test_the_setting_names_the_model_s_own_its_trained_or_a_folder(model, tmp_path):
-    assert resolve_infusion_unet("auto", model, None) == model / "unet-infusion"
-    assert resolve_infusion_unet("own", model, None) is None
-    assert resolve_infusion_unet("auto", tmp_path, None) is None  # a model without one
+    info = inspect_model(str(model))
+    assert resolve_infusion_unet("auto", info, None) == model / "unet-infusion"
+    assert resolve_infusion_unet("own", info, None) is None
+    assert resolve_infusion_unet("auto", inspect_model(str(TINY)), None) is None  # ships none
     trained_unet(tmp_path / "mine")
-    assert resolve_infusion_unet("mine", model, tmp_path) == (tmp_path / "mine").resolve()
+    assert resolve_infusion_unet("mine", info, tmp_path) == (tmp_path / "mine").resolve()
     with pytest.raises(ModelError, match="not a U-Net folder"):
-        resolve_infusion_unet("nowhere", model, tmp_path)
+        resolve_infusion_unet("nowhere", info, tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(model, broken)
     (broken / "comicgen.json").write_text(json.dumps({"infusion_unet": "gone"}))
     with pytest.raises(ModelError, match="infusion_unet 'gone'"):
-        resolve_infusion_unet("auto", broken, None)
+        inspect_model(str(broken))
     for text in ("[1]", "{not json", '{"buckets": 5}'):  # one reader, one message
         (broken / "comicgen.json").write_text(text)
         with pytest.raises(ModelError, match="not a comicgen model file"):
