@@ -492,10 +492,22 @@ def plot(rows: list[tuple[Method, dict]], path: Path) -> None:
             best = y
     if len(front) > 1:
         d.line([xy(x, y) for x, y in sorted(front)], fill=(200, 60, 60), width=2)
+    placed: list[tuple[float, float, float, float]] = []  # label boxes drawn so far
     for x, y, name in pts:
         cx, cy = xy(x, y)
         d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=(40, 80, 200))
-        d.text((cx + 6, cy - 6), name, fill="black")
+        # methods close together: each label goes to the first free slot beside its
+        # dot, further down or up, with a leader line when it moved
+        for dy in (-6, 6, -18, 18, -30, 30, -42, 42, -54, 54, -66, 66):
+            box = d.textbbox((cx + 8, cy + dy), name)
+            if not any(
+                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+            ):
+                break
+        placed.append(box)
+        if abs(dy) > 6:
+            d.line([(cx + 3, cy), (box[0] - 1, (box[1] + box[3]) / 2)], fill=(150, 150, 150))
+        d.text((cx + 8, cy + dy), name, fill="black")
     # the targets: identity >= 0.90 with character adherence within 0.05 of plain
     plain = {m.name: r for m, r in single}.get("plain")
     if plain is not None:

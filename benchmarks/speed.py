@@ -16,6 +16,7 @@ reference images (the largest set measured).
 
     python benchmarks/speed.py                   # CPU: about 12 minutes
     python benchmarks/speed.py --device cuda --sd15-steps 20 --repeats 5
+    python benchmarks/speed.py --skip-sd15 --levels  # also each level alone, cached
 """
 
 from __future__ import annotations
@@ -161,10 +162,12 @@ def measure(
     repeats: int,
     warmup: bool = True,
     settings: InfusionSettings | None = None,
+    levels: dict[str, InfusionSettings] | None = None,
 ):
+    """Median seconds per panel of every variant; ``levels``: more settings, each measured
+    cached with the largest reference set (name -> settings)."""
     settings = settings or InfusionSettings()
     variants: dict[str, object] = {"plain": None}
-    caches: dict[int, FeatureCache] = {}
     for n in counts:
         images, description = reference_images(n)
         refs = [
@@ -177,21 +180,22 @@ def measure(
                 key=f"pip-{n}",
             )
         ]
-        variants[f"uncached-{n}"] = (refs, None)
-        caches[n] = FeatureCache()
-        variants[f"cached-{n}"] = (refs, caches[n])
+        variants[f"uncached-{n}"] = (refs, None, settings)
+        variants[f"cached-{n}"] = (refs, FeatureCache(), settings)
+    for level, level_settings in (levels or {}).items():
+        variants[f"level-{level}"] = (refs, FeatureCache(), level_settings)
     pipe.set_progress_bar_config(disable=True)
     with torch.inference_mode():
         # fill the caches of the cached variants (and, with warmup, run the others once)
-        for key, value in variants.items():
-            refs, cache = value if value else (None, None)
-            if warmup or key.startswith("cached"):
-                run(pipe, size, steps, 999, refs, cache, settings)
+        for value in variants.values():
+            refs, cache, used = value if value else (None, None, None)
+            if warmup or cache is not None:
+                run(pipe, size, steps, 999, refs, cache, used)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(repeats):
             for key, value in variants.items():
-                refs, cache = value if value else (None, None)
-                times[key].append(timed(pipe, size, steps, r, refs, cache, settings))
+                refs, cache, used = value if value else (None, None, None)
+                times[key].append(timed(pipe, size, steps, r, refs, cache, used))
     medians = {k: statistics.median(v) for k, v in times.items()}
     plain = medians["plain"]
     print(f"\n{name}: {size}x{size}, {steps} steps, guidance 5.0, median of {repeats}")
@@ -201,6 +205,9 @@ def measure(
         for kind in ("uncached", "cached"):
             m = medians[f"{kind}-{n}"]
             print(f"| infused {kind} | {n} | {m:.3f} | {m / plain:.2f} |")
+    for level in levels or {}:
+        m = medians[f"level-{level}"]
+        print(f"| `{level}` alone, cached | {counts[-1]} | {m:.3f} | {m / plain:.2f} |")
     return medians
 
 
@@ -214,6 +221,12 @@ def main() -> None:
     ap.add_argument("--sd15-size", type=int, default=256)
     ap.add_argument("--sd15-repeats", type=int, default=1)
     ap.add_argument("--skip-sd15", action="store_true")
+    ap.add_argument(
+        "--levels",
+        action="store_true",
+        help="(a) also measures each infusion level of the bundled model's settings alone, "
+        "cached, with the largest reference set: what each level costs",
+    )
     ap.add_argument(
         "--infusion",
         default="",
@@ -239,6 +252,12 @@ def main() -> None:
         args.refs,
         args.repeats,
         settings=bundled_settings,
+        levels={
+            level: bundled_settings.model_copy(update={"levels": [level]})
+            for level in bundled_settings.levels
+        }
+        if args.levels and len(bundled_settings.levels) > 1
+        else None,
     )
     if not args.skip_sd15:
         measure(
