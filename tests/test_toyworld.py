@@ -295,3 +295,20 @@ def test_probe_measures_how_far_a_word_moves_the_bundled_u_net():
     acc = probe.classify(pipe, n=3)
     assert set(acc) == {"expression", "facing"}
     assert all(v in (0.0, 1 / 3, 2 / 3, 1.0) for v in acc.values())
+
+
+def test_attribute_guidance_at_scale_zero_is_the_pipeline_s_own_panel():
+    import torch
+
+    from toyworld import attribute_guidance as AG
+    from toyworld.evaluate import load_pipeline, paint
+
+    caption = "a red circle character with no hat looking sad facing left in the center, close-up"
+    assert AG.neutral(caption) == "a red circle character with no hat in the center, close-up"
+    pipe = load_pipeline()
+    torch.manual_seed(0)
+    ours = AG.paint(pipe, [caption], [7], 0.0, steps=3)[0]
+    theirs = paint(pipe, [caption], [7], steps=3)[0]
+    assert np.abs(np.asarray(ours, float) - np.asarray(theirs, float)).max() <= 1
+    pushed = AG.paint(pipe, [caption], [7], 30.0, steps=3)[0]
+    assert np.abs(np.asarray(pushed, float) - np.asarray(theirs, float)).max() > 8
