@@ -157,7 +157,7 @@ def test_the_recipe_phase_trains_goes_on_and_installs_next_to_the_own_unet(tmp_p
     )
     info = inspect_model(str(model))
     assert info.infusion == {"levels": ["attention", "blocks"]}
-    assert resolve_infusion_unet("auto", model, None) == model / "unet-infusion"
+    assert resolve_infusion_unet("auto", info, None) == model / "unet-infusion"
     from safetensors.torch import load_file
 
     (stored,) = (model / "unet-infusion").glob("*.safetensors")
