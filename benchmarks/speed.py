@@ -168,6 +168,7 @@ def measure(
     cached with the largest reference set (name -> settings)."""
     settings = settings or InfusionSettings()
     variants: dict[str, object] = {"plain": None}
+    refs_of: dict[int, list[CharacterRefs]] = {}
     for n in counts:
         images, description = reference_images(n)
         refs = [
@@ -180,10 +181,12 @@ def measure(
                 key=f"pip-{n}",
             )
         ]
+        refs_of[n] = refs
         variants[f"uncached-{n}"] = (refs, None, settings)
         variants[f"cached-{n}"] = (refs, FeatureCache(), settings)
+    largest = max(counts)
     for level, level_settings in (levels or {}).items():
-        variants[f"level-{level}"] = (refs, FeatureCache(), level_settings)
+        variants[f"level-{level}"] = (refs_of[largest], FeatureCache(), level_settings)
     pipe.set_progress_bar_config(disable=True)
     with torch.inference_mode():
         # fill the caches of the cached variants (and, with warmup, run the others once)
@@ -207,7 +210,7 @@ def measure(
             print(f"| infused {kind} | {n} | {m:.3f} | {m / plain:.2f} |")
     for level in levels or {}:
         m = medians[f"level-{level}"]
-        print(f"| `{level}` alone, cached | {counts[-1]} | {m:.3f} | {m / plain:.2f} |")
+        print(f"| `{level}` alone, cached | {largest} | {m:.3f} | {m / plain:.2f} |")
     return medians
 
 
