@@ -357,6 +357,39 @@ def test_reference_every_runs_the_references_on_every_nth_step_and_reuses_them(l
         pipe.scheduler = own
 
 
+@pytest.mark.parametrize("levels", [["blocks", "out"], ["attention"]])
+def test_clean_references_run_once_per_panel(levels):
+    from diffusers import DDIMScheduler
+
+    pipe = pipe_for("sd15")
+    own = pipe.scheduler
+    pipe.scheduler = DDIMScheduler.from_config(own.config)  # one U-Net call per step
+    refs = [character(n=2)]
+
+    def run(cache=None):
+        call = dict(height=SIZE, width=SIZE, num_inference_steps=5, guidance_scale=5.0)
+        s = settings(levels=levels, reference_noise="clean", reference_every=1)
+        with infused(pipe, refs, s, seed=3, cache=cache, **call) as handle:
+            image = pipe(
+                prompt="a red cat",
+                generator=torch.Generator().manual_seed(3),
+                **call,
+                output_type="np",
+            ).images
+        return image, handle
+
+    try:
+        once, h = run()
+        # at t = 0 the reference rows are the same at every step: run at the first only
+        assert h.reference_rows_run == 2 and (h.cache_misses, h.cache_hits) == (1, 4)
+        # a cache too small to keep anything: the rows run at every step, same picture
+        every, h5 = run(FeatureCache(max_bytes=1))
+        assert h5.reference_rows_run == 5 * 2
+        np.testing.assert_allclose(once, every, rtol=0, atol=1e-4)
+    finally:
+        pipe.scheduler = own
+
+
 def test_cached_character_moves_to_a_new_place_like_the_uncached_path():
     """A later panel reuses the character's prepared references and features, placed
     anew for its own box: at another position it equals the uncached panel."""
@@ -386,7 +419,7 @@ def test_cache_keys_change_with_what_matters():
     _, h = generate(pipe, [character(color=(40, 200, 40))], every_step(), cache=cache)
     assert h.cache_misses == STEPS  # other images
     _, h = generate(pipe, [character()], every_step(reference_noise="clean"), cache=cache)
-    assert h.cache_misses == STEPS
+    assert h.cache_misses == 1  # clean references: the same features at every step
     _, h = generate(pipe, [character()], every_step(reference_seed=None), seed=5, cache=cache)
     assert h.cache_misses == STEPS  # the panel's seed is the reference seed now
 

@@ -123,6 +123,33 @@ def test_read_character_by_position():
         "magenta",
     )
     assert R.read_character(img, "center") is None
+    # each asked character against what was read at its place
+    pip_alone = W.Scene(
+        characters=(pip,),
+        positions=("left",),
+        sky="sunset",
+        ground="snow",
+        prop="tree",
+        shot="wide",
+    )
+    matches = R.character_matches(R.read(img), R.truth(scene), ("shape", "pattern"))
+    assert [ok for _, _, ok in matches] == [{"shape": True, "pattern": True}] * 2
+    # bo is asked at the right of a panel that shows pip alone: nothing read there
+    swapped = W.Scene(
+        characters=(bo, pip),
+        positions=("left", "right"),
+        sky="sunset",
+        ground="snow",
+        prop="tree",
+        shot="wide",
+    )
+    (wl, gl, okl), (wr, gr, okr) = R.character_matches(
+        R.read(W.render(pip_alone)), R.truth(swapped), ("shape", "pattern")
+    )
+    assert (
+        wl.shape == "square" and gl.shape == "circle" and okl == {"shape": False, "pattern": False}
+    )
+    assert gr is None and okr == {"shape": False, "pattern": False}
 
 
 @pytest.mark.skipif(

@@ -97,11 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         images = paint(pipe, [c for _, c in items], seeds, scale)
         hits: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
         for (scene, _), image in zip(items, images, strict=True):
-            got, want = R.read(image), R.truth(scene)
-            for wc in want.characters:
-                gc = got.character(wc.position)
+            for _, _, ok in R.character_matches(R.read(image), R.truth(scene), ATTRIBUTES):
                 for a in ATTRIBUTES:
-                    hits[a].append(gc is not None and getattr(gc, a) == getattr(wc, a))
+                    hits[a].append(ok[a])
         print(f"s={scale:g} " + " ".join(f"{a}={np.mean(v):.3f}" for a, v in hits.items()))
 
 

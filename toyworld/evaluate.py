@@ -151,13 +151,11 @@ def adherence(
             ok = getattr(got, a) == getattr(want, a)
             hits[a].append(ok)
             row.append(ok)
-        for wc in want.characters:
-            gc = got.character(wc.position)
+        for wc, gc, ok in R.character_matches(got, want, CHARACTER_ATTRIBUTES):
             for a in CHARACTER_ATTRIBUTES:
-                ok = gc is not None and getattr(gc, a) == getattr(wc, a)
-                hits[a].append(ok)
-                row.append(ok)
-            if gc is None or gc.hat != wc.hat:
+                hits[a].append(ok[a])
+                row.append(ok[a])
+            if not ok["hat"]:
                 hat_errors[hat_error(wc, gc, want)] += 1
         once = got.figures == want.figures
         hits["once"].append(once)

@@ -78,10 +78,9 @@ def face_round_trip(vae, n: int = 256, seed: int = 999) -> dict[str, float]:
     hits: dict[str, list[bool]] = {"expression": [], "facing": []}
     for scene, img in zip(scenes, recs, strict=True):
         got = R.read(Image.fromarray(img))
-        for want in R.truth(scene).characters:
-            seen = got.character(want.position)
+        for _, _, ok in R.character_matches(got, R.truth(scene), tuple(hits)):
             for a in hits:
-                hits[a].append(seen is not None and getattr(seen, a) == getattr(want, a))
+                hits[a].append(ok[a])
     return {a: float(np.mean(v)) for a, v in hits.items()}
 
 

@@ -487,6 +487,20 @@ CHAR_ATTRS = ("shape", "color", "hat", "pattern", "scarf", "expression", "facing
 SCENE_ATTRS = ("sky", "ground", "prop", "shot", "position")
 
 
+def character_matches(
+    got: Reading, want: Reading, attrs: tuple[str, ...] = CHAR_ATTRS
+) -> list[tuple[CharacterReading, CharacterReading | None, dict[str, bool]]]:
+    """Per character of ``want``: (that character, what ``got`` read at its place — None
+    when nothing — and per attribute of ``attrs`` whether it was read right)."""
+    out = []
+    for wc in want.characters:
+        gc = got.character(wc.position)
+        out.append(
+            (wc, gc, {a: gc is not None and getattr(gc, a) == getattr(wc, a) for a in attrs})
+        )
+    return out
+
+
 def compare(got: Reading, want: Reading) -> dict[str, bool]:
     """Per-attribute correctness (character attributes: all characters must match)."""
     out: dict[str, bool] = {}
@@ -494,12 +508,9 @@ def compare(got: Reading, want: Reading) -> dict[str, bool]:
         for k in SCENE_ATTRS:
             out[k] = getattr(got, k) == getattr(want, k)
         out["once"] = got.figures == want.figures
+    matches = character_matches(got, want)
     for k in CHAR_ATTRS:
-        ok = True
-        for wc in want.characters:
-            gc = got.character(wc.position)
-            ok &= gc is not None and getattr(gc, k) == getattr(wc, k)
-        out[k] = ok
+        out[k] = all(ok[k] for _, _, ok in matches)
     return out
 
 

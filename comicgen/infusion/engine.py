@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from comicgen.settings import InfusionSettings
 
 
+CLEAN_STEP = (-1, 0.0)  # the step key of clean references' features: one for every step
+
+
 @dataclass
 class InfusionHandle:
     """What an ``infused`` block did (read it after the pipeline call)."""
@@ -141,7 +144,7 @@ class Infuser:
         self.height, self.width = height, width
         self.steps = num_inference_steps
         self.seed = seed
-        if cache is None and settings.reference_every > 1:
+        if cache is None and (settings.reference_every > 1 or settings.reference_noise == "clean"):
             # features computed at one step are reused by the next ones: keep them
             cache = FeatureCache(max_bytes=max(1, settings.cache_mb) * 1024**2)
         self.cache = cache
@@ -266,9 +269,16 @@ class Infuser:
             self._call = None
             return None
         self.handle.infused_calls += 1
-        step_key = source_step(self.settings, self.pipe.scheduler, step, t)
-        if step_key[0] != step and not all(self._cached(ch, step_key) for ch in self.characters):
-            step_key = (step, round(t, 3))  # nothing to reuse (evicted): run them now
+        if self.settings.reference_noise == "clean":
+            # clean references run at t = 0 whatever the step: their features are the same
+            # at every step, so they are computed once (the first step) and reused
+            step_key = CLEAN_STEP
+        else:
+            step_key = source_step(self.settings, self.pipe.scheduler, step, t)
+            if step_key[0] != step and not all(
+                self._cached(ch, step_key) for ch in self.characters
+            ):
+                step_key = (step, round(t, 3))  # nothing to reuse (evicted): run them now
         call = _Call(
             batch=batch,
             step=step,
