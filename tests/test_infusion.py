@@ -318,76 +318,63 @@ def test_cached_features_equal_the_uncached_path():
     assert len(cache) > 0 and cache.nbytes > 0
 
 
-@pytest.mark.parametrize("levels", [["blocks", "out"], ["attention"]])
-def test_reference_every_runs_the_references_on_every_nth_step_and_reuses_them(levels):
+def ddim_panel(refs, steps, *, levels, cache=None, seed=3, **kw):
+    """(image, handle) of a tiny SD 1.5 panel painted with DDIM (one U-Net call per step)
+    under ``settings(levels=levels, **kw)``."""
     from diffusers import DDIMScheduler
 
     pipe = pipe_for("sd15")
     own = pipe.scheduler
-    pipe.scheduler = DDIMScheduler.from_config(own.config)  # one U-Net call per step
-    refs = [character(n=2)]
-
-    def run(steps, cache=None, seed=3, **kw):
-        call = dict(height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=5.0)
-        s = settings(levels=levels, **kw)
-        with infused(pipe, refs, s, seed=seed, cache=cache, **call) as handle:
+    pipe.scheduler = DDIMScheduler.from_config(own.config)
+    call = dict(height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=5.0)
+    try:
+        with infused(
+            pipe, refs, settings(levels=levels, **kw), seed=seed, cache=cache, **call
+        ) as h:
             image = pipe(
                 prompt="a red cat",
                 generator=torch.Generator().manual_seed(seed),
                 **call,
                 output_type="np",
             ).images
-        return image, handle
-
-    try:
-        every1, h1 = run(5, reference_every=1)
-        every2, h2 = run(5, reference_every=2)
-        # steps 0, 2, 4 run the reference rows; 1 and 3 reuse 0's and 2's features
-        assert h1.reference_rows_run == 5 * 2 and h2.reference_rows_run == 3 * 2
-        assert (h2.cache_misses, h2.cache_hits) == (3, 2)
-        assert not np.array_equal(every1, every2)
-        # one step: the same computation
-        assert np.array_equal(run(1, reference_every=1)[0], run(1, reference_every=2)[0])
-        # with a shared cache, a later panel reuses them all (no reference rows)
-        cache = FeatureCache(max_bytes=64 * 1024**2)
-        first, _ = run(5, cache=cache, reference_every=2)
-        _, later = run(5, cache=cache, seed=4, reference_every=2)
-        assert np.array_equal(first, every2) and later.reference_rows_run == 0
     finally:
         pipe.scheduler = own
+    return image, h
+
+
+@pytest.mark.parametrize("levels", [["blocks", "out"], ["attention"]])
+def test_reference_every_runs_the_references_on_every_nth_step_and_reuses_them(levels):
+    refs = [character(n=2)]
+
+    def run(steps, **kw):
+        return ddim_panel(refs, steps, levels=levels, **kw)
+
+    every1, h1 = run(5, reference_every=1)
+    every2, h2 = run(5, reference_every=2)
+    # steps 0, 2, 4 run the reference rows; 1 and 3 reuse 0's and 2's features
+    assert h1.reference_rows_run == 5 * 2 and h2.reference_rows_run == 3 * 2
+    assert (h2.cache_misses, h2.cache_hits) == (3, 2)
+    assert not np.array_equal(every1, every2)
+    # one step: the same computation
+    assert np.array_equal(run(1, reference_every=1)[0], run(1, reference_every=2)[0])
+    # with a shared cache, a later panel reuses them all (no reference rows)
+    cache = FeatureCache(max_bytes=64 * 1024**2)
+    first, _ = run(5, cache=cache, reference_every=2)
+    _, later = run(5, cache=cache, seed=4, reference_every=2)
+    assert np.array_equal(first, every2) and later.reference_rows_run == 0
 
 
 @pytest.mark.parametrize("levels", [["blocks", "out"], ["attention"]])
 def test_clean_references_run_once_per_panel(levels):
-    from diffusers import DDIMScheduler
-
-    pipe = pipe_for("sd15")
-    own = pipe.scheduler
-    pipe.scheduler = DDIMScheduler.from_config(own.config)  # one U-Net call per step
     refs = [character(n=2)]
-
-    def run(cache=None):
-        call = dict(height=SIZE, width=SIZE, num_inference_steps=5, guidance_scale=5.0)
-        s = settings(levels=levels, reference_noise="clean", reference_every=1)
-        with infused(pipe, refs, s, seed=3, cache=cache, **call) as handle:
-            image = pipe(
-                prompt="a red cat",
-                generator=torch.Generator().manual_seed(3),
-                **call,
-                output_type="np",
-            ).images
-        return image, handle
-
-    try:
-        once, h = run()
-        # at t = 0 the reference rows are the same at every step: run at the first only
-        assert h.reference_rows_run == 2 and (h.cache_misses, h.cache_hits) == (1, 4)
-        # a cache too small to keep anything: the rows run at every step, same picture
-        every, h5 = run(FeatureCache(max_bytes=1))
-        assert h5.reference_rows_run == 5 * 2
-        np.testing.assert_allclose(once, every, rtol=0, atol=1e-4)
-    finally:
-        pipe.scheduler = own
+    clean = dict(levels=levels, reference_noise="clean", reference_every=1)
+    once, h = ddim_panel(refs, 5, **clean)
+    # at t = 0 the reference rows are the same at every step: run at the first only
+    assert h.reference_rows_run == 2 and (h.cache_misses, h.cache_hits) == (1, 4)
+    # a cache too small to keep anything: the rows run at every step, same picture
+    every, h5 = ddim_panel(refs, 5, cache=FeatureCache(max_bytes=1), **clean)
+    assert h5.reference_rows_run == 5 * 2
+    np.testing.assert_allclose(once, every, rtol=0, atol=1e-4)
 
 
 def test_cached_character_moves_to_a_new_place_like_the_uncached_path():

@@ -103,16 +103,20 @@ def test_reader_accuracy_on_fresh_renders():
         assert value >= 0.98, (attr, value)
 
 
-def test_read_character_by_position():
-    pip, bo = (W.EXAMPLE_CHARACTERS[k][1] for k in ("pip", "bo"))
-    scene = W.Scene(
-        characters=(pip, bo),
-        positions=("left", "right"),
+def _scene(characters, positions):
+    return W.Scene(
+        characters=characters,
+        positions=positions,
         sky="sunset",
         ground="snow",
         prop="tree",
         shot="wide",
     )
+
+
+def test_read_character_by_position():
+    pip, bo = (W.EXAMPLE_CHARACTERS[k][1] for k in ("pip", "bo"))
+    scene = _scene((pip, bo), ("left", "right"))
     img = W.render(scene)
     left, right = R.read_character(img, "left"), R.read_character(img, "right")
     assert (left.shape, left.color, left.pattern, left.scarf) == ("circle", "red", "dots", "cyan")
@@ -124,25 +128,11 @@ def test_read_character_by_position():
     )
     assert R.read_character(img, "center") is None
     # each asked character against what was read at its place
-    pip_alone = W.Scene(
-        characters=(pip,),
-        positions=("left",),
-        sky="sunset",
-        ground="snow",
-        prop="tree",
-        shot="wide",
-    )
+    pip_alone = _scene((pip,), ("left",))
     matches = R.character_matches(R.read(img), R.truth(scene), ("shape", "pattern"))
     assert [ok for _, _, ok in matches] == [{"shape": True, "pattern": True}] * 2
     # bo is asked at the right of a panel that shows pip alone: nothing read there
-    swapped = W.Scene(
-        characters=(bo, pip),
-        positions=("left", "right"),
-        sky="sunset",
-        ground="snow",
-        prop="tree",
-        shot="wide",
-    )
+    swapped = _scene((bo, pip), ("left", "right"))
     (wl, gl, okl), (wr, gr, okr) = R.character_matches(
         R.read(W.render(pip_alone)), R.truth(swapped), ("shape", "pattern")
     )
