@@ -171,7 +171,7 @@ def test_only_queries_inside_a_box_pay_for_the_sheet(two, n):
         full[mine2, m1:] = math.log(0.5)
         bias = full[inside]
     proc = InfusionAttnProcessor(None, "x", 2.0 if two else 1.0, None)
-    got = proc._panel(q, k, v, AttentionContext(keys, values, inside, outside, bias))
+    got = proc._panel(q, k, v, AttentionContext(keys, values, inside, outside, bias, {}))
     mask = torch.cat([torch.zeros(n, n), full + proc.bias], dim=1)
     kk = torch.cat([k, keys[None].expand(rows, -1, -1, -1)], dim=2)
     vv = torch.cat([v, values[None].expand(rows, -1, -1, -1)], dim=2)

@@ -171,43 +171,61 @@ class InfusionAttnProcessor(AttnProcessor2_0):
         import torch.nn.functional as F
 
         inside, outside = context.inside, context.outside
-        n, tokens, m = query.shape[0], key.shape[2], context.keys.shape[1]
+        n = query.shape[0]
         k = torch.cat([key, context.keys[None].expand(n, -1, -1, -1)], dim=2)
         v = torch.cat([value, context.values[None].expand(n, -1, -1, -1)], dim=2)
-        bias = context.bias
-        if bias is None and self.bias != 0.0:
-            bias = query.new_zeros((inside.numel(), 1))
-        if bias is not None:
-            bias = (bias + self.bias).to(query.dtype).expand(-1, m)
+        mask = self._mask(query, key.shape[2], context)
         if outside.numel() < SPLIT_MIN:  # small layers: one masked attention is cheaper
-            ref = query.new_full((query.shape[2], m), float("-inf"))
-            ref[inside] = bias if bias is not None else 0.0
-            own = query.new_zeros((query.shape[2], tokens))
-            mask = torch.cat([own, ref], dim=1)[None, None]
             return F.scaled_dot_product_attention(query, k, v, attn_mask=mask)
         out = torch.empty_like(query)
         q = query.index_select(2, outside)
         out[:, :, outside] = F.scaled_dot_product_attention(q, key, value)
         q = query.index_select(2, inside)
-        mask = None  # one character at weight 1: every inside query sees every token alike
-        if bias is not None:
-            own = q.new_zeros((q.shape[2], tokens))
-            mask = torch.cat([own, bias], dim=1)[None, None]
         out[:, :, inside] = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out
+
+    def _mask(self, query, tokens: int, context: AttentionContext):
+        """The additive mask of :meth:`_panel`'s masked attention (own tokens first, then
+        the references'): over every query on small layers, over the queries inside the
+        boxes otherwise (None: one character at weight 1, every inside query sees every
+        token alike). Kept in the context, which every call of a step shares."""
+        import torch
+
+        small = context.outside.numel() < SPLIT_MIN
+        memo = (self.bias, query.dtype, tokens, small)
+        if memo in context.masks:
+            return context.masks[memo]
+        inside, m = context.inside, context.keys.shape[1]
+        bias = context.bias
+        if bias is None and self.bias != 0.0:
+            bias = query.new_zeros((inside.numel(), 1))
+        if bias is not None:
+            bias = (bias + self.bias).to(query.dtype).expand(-1, m)
+        mask = None
+        if small:
+            ref = query.new_full((query.shape[2], m), float("-inf"))
+            ref[inside] = bias if bias is not None else 0.0
+            own = query.new_zeros((query.shape[2], tokens))
+            mask = torch.cat([own, ref], dim=1)[None, None]
+        elif bias is not None:
+            own = query.new_zeros((inside.numel(), tokens))
+            mask = torch.cat([own, bias], dim=1)[None, None]
+        context.masks[memo] = mask
+        return mask
 
 
 class AttentionContext(NamedTuple):
     """What a panel's self-attention adds at one layer: the characters' reference
     ``keys`` and ``values`` ([heads, M, d]), the panel queries ``inside`` some box and
-    those ``outside`` all (token indices), and ``bias`` ([len(inside), M], additive;
-    None when it is 0 everywhere)."""
+    those ``outside`` all (token indices), ``bias`` ([len(inside), M], additive; None
+    when it is 0 everywhere) and the attention ``masks`` the processor made of them."""
 
     keys: object
     values: object
     inside: object
     outside: object
     bias: object
+    masks: dict
 
 
 def reference_tokens(ch, key, value, rows: slice, grid: tuple[int, int]):
@@ -275,4 +293,4 @@ def attention_context(characters, cache, layer: str, key, value, call, grid: tup
             col = torch.where(box[inside], math.log(scale), float("-inf"))
             columns.append(col[:, None].expand(-1, k.shape[1]))
         bias = torch.cat(columns, dim=1)
-    return AttentionContext(keys, values, inside, outside, bias)
+    return AttentionContext(keys, values, inside, outside, bias, {})

@@ -160,6 +160,8 @@ class Infuser:
         self._handles: list = []
         self._processors: dict | None = None  # the U-Net's own, while ours are set
         self._call: _Call | None = None
+        self._contexts: dict = {}  # attention contexts of the current step key, by layer
+        self._contexts_for: tuple | None = None
         self._execution_device = None
         self.characters: list[Character] = []
         if self.blocks:
@@ -409,8 +411,18 @@ class Infuser:
     # --- attention ---------------------------------------------------------------------
     def attention_context(self, layer: str, key, value, call: _Call, grid: tuple[int, int]):
         """The ``AttentionContext`` (reference keys, values, the queries inside the boxes,
-        their bias) of every character at attention ``layer``, or None."""
-        return attention_context(self.characters, self.cache, layer, key, value, call, grid)
+        their bias) of every character at attention ``layer``, or None. The same for every
+        call of a step key and scale (clean references: the whole panel), so it is built
+        once for them; only the current step key's are kept."""
+        if self._contexts_for != (call.step_key, call.scale):
+            self._contexts = {}
+            self._contexts_for = (call.step_key, call.scale)
+        memo = (layer, grid, key.dtype, key.device)
+        if memo not in self._contexts:
+            self._contexts[memo] = attention_context(
+                self.characters, self.cache, layer, key, value, call, grid
+            )
+        return self._contexts[memo]
 
     # --- features --------------------------------------------------------------------
     def _character_features(self, ci: int, name: str, hidden, call: _Call) -> tuple:
