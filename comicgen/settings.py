@@ -294,7 +294,8 @@ class InfusionSettings(Strict):
     )
     reference_noise: Literal["matched", "clean"] = Field(
         "matched",
-        description="'matched': references noised to the panel's step; 'clean': unnoised (t=0).",
+        description="'matched': references noised to the panel's step; 'clean': unnoised (t=0), "
+        "run once per panel (the bundled model's infusion U-Net paints with it).",
     )
     reference_prompt: Literal["description", "empty"] = Field(
         "description",

@@ -156,7 +156,7 @@ def test_the_recipe_phase_trains_goes_on_and_installs_next_to_the_own_unet(tmp_p
         + ["--steps", "1", "--character-weight", "4", "--install"]
     )
     info = inspect_model(str(model))
-    assert info.infusion == {"levels": ["attention", "blocks"]}
+    assert info.infusion == {"levels": ["attention", "blocks"], "reference_noise": "clean"}
     assert resolve_infusion_unet("auto", info, None) == model / "unet-infusion"
     from safetensors.torch import load_file
 

@@ -4,7 +4,8 @@ and the result installed next to the bundled model's own U-Net.
 One call is one phase (a recipe stage): it writes the pairs if they are missing, trains
 (``--unet`` to go on from an earlier phase's U-Net), and with ``--install`` copies the
 U-Net into the model folder as ``unet-infusion`` (float16, like the own U-Net) and names
-it in the folder's ``comicgen.json`` with the infusion settings it was trained with, so
+it in the folder's ``comicgen.json`` with the infusion settings it was trained with (and
+:data:`PAINTED`, chosen on the benchmark's tuning split after training), so
 ``[infusion] unet = "auto"`` paints the infused panels with it::
 
     python -m toyworld.infusion_unet --model comicgen/bundled/toyworld \\
@@ -28,6 +29,10 @@ from pathlib import Path
 
 INSTALLED = "unet-infusion"
 LEVELS = ["attention", "blocks"]  # what the U-Net is trained with, and painted with
+# painted with clean references (the sheet at t = 0, run once per panel), though trained
+# with matched ones: as good or better on identity on both splits of
+# benchmarks/consistency.py and far cheaper uncached (docs/infusion.md, "Clean references")
+PAINTED = {"reference_noise": "clean"}
 
 
 def install(unet: Path, model: Path, settings: dict) -> Path:
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     ]  # fmt: skip
     training.main(train_argv)
     if args.install:
-        print(f"installed: {install(args.out / 'unet', args.model, settings)}")
+        print(f"installed: {install(args.out / 'unet', args.model, {**settings, **PAINTED})}")
 
 
 if __name__ == "__main__":
