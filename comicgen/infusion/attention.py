@@ -254,6 +254,27 @@ def query_split(boxes: tuple, grid: tuple[int, int], device):
     return mine, union.nonzero().squeeze(1), (~union).nonzero().squeeze(1)
 
 
+class ContextMemo:
+    """The attention contexts of one step key and scale, by layer: every call of a step
+    key (clean references: the whole panel) sees the same reference tokens, boxes and
+    bias, so each layer's context — and the masks made of it — is built once. Only the
+    current step key's are kept."""
+
+    def __init__(self):
+        self.step: tuple | None = None
+        self.contexts: dict = {}
+
+    def get(self, characters, cache, layer: str, key, value, call, grid: tuple[int, int]):
+        if self.step != (call.step_key, call.scale):
+            self.step, self.contexts = (call.step_key, call.scale), {}
+        memo = (layer, grid, key.dtype, key.device)
+        if memo not in self.contexts:
+            self.contexts[memo] = attention_context(
+                characters, cache, layer, key, value, call, grid
+            )
+        return self.contexts[memo]
+
+
 def attention_context(characters, cache, layer: str, key, value, call, grid: tuple[int, int]):
     """The :class:`AttentionContext` of every character's reference tokens at attention
     ``layer`` — from this call's reference rows, or from the cache — or None when there

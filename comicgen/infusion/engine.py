@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from comicgen.infusion.attention import (
+    ContextMemo,
     InfusionAttnProcessor,
-    attention_context,
     attention_weights,
 )
 from comicgen.infusion.cache import FeatureCache
@@ -43,6 +43,7 @@ from comicgen.infusion.features import (
 from comicgen.infusion.prepare import Character, prepare_characters
 from comicgen.infusion.refs import CharacterRefs
 from comicgen.infusion.rows import (
+    CLEAN_STEP,
     alpha_bar,
     from_x0,
     pad_other_inputs,
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
     import torch
 
     from comicgen.settings import InfusionSettings
-
-
-CLEAN_STEP = (-1, 0.0)  # the step key of clean references' features: one for every step
 
 
 @dataclass
@@ -160,8 +158,7 @@ class Infuser:
         self._handles: list = []
         self._processors: dict | None = None  # the U-Net's own, while ours are set
         self._call: _Call | None = None
-        self._contexts: dict = {}  # attention contexts of the current step key, by layer
-        self._contexts_for: tuple | None = None
+        self._contexts = ContextMemo()
         self._execution_device = None
         self.characters: list[Character] = []
         if self.blocks:
@@ -271,16 +268,10 @@ class Infuser:
             self._call = None
             return None
         self.handle.infused_calls += 1
-        if self.settings.reference_noise == "clean":
-            # clean references run at t = 0 whatever the step: their features are the same
-            # at every step, so they are computed once (the first step) and reused
-            step_key = CLEAN_STEP
-        else:
-            step_key = source_step(self.settings, self.pipe.scheduler, step, t)
-            if step_key[0] != step and not all(
-                self._cached(ch, step_key) for ch in self.characters
-            ):
-                step_key = (step, round(t, 3))  # nothing to reuse (evicted): run them now
+        step_key = source_step(self.settings, self.pipe.scheduler, step, t)
+        reuse = step_key[0] != step and step_key != CLEAN_STEP
+        if reuse and not all(self._cached(ch, step_key) for ch in self.characters):
+            step_key = (step, round(t, 3))  # nothing to reuse (evicted): run them now
         call = _Call(
             batch=batch,
             step=step,
@@ -411,18 +402,9 @@ class Infuser:
     # --- attention ---------------------------------------------------------------------
     def attention_context(self, layer: str, key, value, call: _Call, grid: tuple[int, int]):
         """The ``AttentionContext`` (reference keys, values, the queries inside the boxes,
-        their bias) of every character at attention ``layer``, or None. The same for every
-        call of a step key and scale (clean references: the whole panel), so it is built
-        once for them; only the current step key's are kept."""
-        if self._contexts_for != (call.step_key, call.scale):
-            self._contexts = {}
-            self._contexts_for = (call.step_key, call.scale)
-        memo = (layer, grid, key.dtype, key.device)
-        if memo not in self._contexts:
-            self._contexts[memo] = attention_context(
-                self.characters, self.cache, layer, key, value, call, grid
-            )
-        return self._contexts[memo]
+        their bias) of every character at attention ``layer``, or None; built once per
+        layer and step key (:class:`ContextMemo`)."""
+        return self._contexts.get(self.characters, self.cache, layer, key, value, call, grid)
 
     # --- features --------------------------------------------------------------------
     def _character_features(self, ci: int, name: str, hidden, call: _Call) -> tuple:

@@ -38,10 +38,17 @@ def strength_at(settings, step: int, steps: int) -> float:
     return 1.0
 
 
+CLEAN_STEP = (-1, 0.0)  # the step key of clean references' features: one for every step
+
+
 def source_step(settings, scheduler, step: int, t: float) -> tuple[int, float]:
     """The (step, timestep) whose reference features step ``step`` uses: the last step
     that ran the reference rows under ``settings.reference_every`` (``step`` itself with
-    1, or when the scheduler's timesteps are unknown)."""
+    1, or when the scheduler's timesteps are unknown). Clean references run at t = 0
+    whatever the step, so their features are the same at every step: one key for all
+    (:data:`CLEAN_STEP`), computed at the first step and reused."""
+    if settings.reference_noise == "clean":
+        return CLEAN_STEP
     every = settings.reference_every
     timesteps = getattr(scheduler, "timesteps", None)
     source = step - step % every
