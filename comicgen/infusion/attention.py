@@ -191,8 +191,7 @@ class InfusionAttnProcessor(AttnProcessor2_0):
         token alike). Kept in the context, which every call of a step shares."""
         import torch
 
-        small = context.outside.numel() < SPLIT_MIN
-        memo = (self.bias, query.dtype, tokens, small)
+        memo = (self.bias, query.dtype, tokens)
         if memo in context.masks:
             return context.masks[memo]
         inside, m = context.inside, context.keys.shape[1]
@@ -202,7 +201,7 @@ class InfusionAttnProcessor(AttnProcessor2_0):
         if bias is not None:
             bias = (bias + self.bias).to(query.dtype).expand(-1, m)
         mask = None
-        if small:
+        if context.outside.numel() < SPLIT_MIN:
             ref = query.new_full((query.shape[2], m), float("-inf"))
             ref[inside] = bias if bias is not None else 0.0
             own = query.new_zeros((query.shape[2], tokens))

@@ -48,6 +48,7 @@ from comicgen.infusion.rows import (
     from_x0,
     pad_other_inputs,
     reference_rows,
+    reuses_features,
     source_step,
     strength_at,
     to_x0,
@@ -142,7 +143,7 @@ class Infuser:
         self.height, self.width = height, width
         self.steps = num_inference_steps
         self.seed = seed
-        if cache is None and (settings.reference_every > 1 or settings.reference_noise == "clean"):
+        if cache is None and reuses_features(settings):
             # features computed at one step are reused by the next ones: keep them
             cache = FeatureCache(max_bytes=max(1, settings.cache_mb) * 1024**2)
         self.cache = cache

@@ -41,6 +41,12 @@ def strength_at(settings, step: int, steps: int) -> float:
 CLEAN_STEP = (-1, 0.0)  # the step key of clean references' features: one for every step
 
 
+def reuses_features(settings) -> bool:
+    """Whether a step may use reference features computed at an earlier step
+    (:func:`source_step` names one other than the step itself)."""
+    return settings.reference_noise == "clean" or settings.reference_every > 1
+
+
 def source_step(settings, scheduler, step: int, t: float) -> tuple[int, float]:
     """The (step, timestep) whose reference features step ``step`` uses: the last step
     that ran the reference rows under ``settings.reference_every`` (``step`` itself with
