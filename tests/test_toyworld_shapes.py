@@ -113,7 +113,8 @@ def test_new_words_keep_the_old_token_ids():
 
 def test_training_starts_from_a_saved_pipeline_and_trains_buckets(tmp_path):
     """``--init``: the U-Net phase starts from a pipeline's weights (the token embedding
-    grown, old rows kept), batches come from every bucket, faces weighted."""
+    grown, old rows kept), batches come from every bucket, faces weighted (and
+    contrasted)."""
     import torch
     from transformers import CLIPTextModel
 
@@ -137,6 +138,7 @@ def test_training_starts_from_a_saved_pipeline_and_trains_buckets(tmp_path):
     train.main(
         [*small, "--out", str(out), "--export", str(tmp_path / "second"), "--init", str(first)]
         + ["--unet-steps", "6", "--buckets", spec, "--face-weight", "4", "--hat-weight", "2"]
+        + ["--face-contrast", "0.1", "--contrast-images", "2"]
     )
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["init"]["token_rows"] == [len(n_old), len(M.token_vocab())]
@@ -186,3 +188,45 @@ def test_face_groups_show_one_scene_with_every_expression_and_the_facings_turnin
         assert len({(s.sky, s.ground, s.prop, s.shot) for s in scenes}) == 1
     # the two runs are different scenes
     assert not np.array_equal(images[0], images[4])
+
+
+def test_face_contrast_turns_only_the_face_words_and_reaches_them():
+    """``--face-contrast``: each caption's alternatives differ from it in exactly the
+    expression (facing) words, a caption without them takes no part, and the loss's
+    gradient reaches the face words' token embeddings."""
+    import torch
+
+    from toyworld.face_contrast import FaceContrast
+
+    vocab = M.token_vocab()
+    fc = FaceContrast("cpu")
+    text = [
+        "a red circle character looking sad facing left , blue sky",
+        "a green square character with no hat , sunset sky",  # no face words
+    ]
+    ids = torch.tensor([M.caption_ids(t) for t in text])
+    alt, valid = fc.alternatives(ids)
+    assert alt.shape == (2, 5, ids.shape[1])
+    assert valid.tolist() == [[True] * 5, [False] * 5]
+    changed = [set(alt[0, a][alt[0, a] != ids[0]].tolist()) for a in range(5)]
+    assert changed[:3] == [{vocab[w + "</w>"]} for w in ("surprised", "angry", "happy")]
+    assert changed[3:] == [{vocab[w + "</w>"]} for w in ("ahead", "right")]
+    assert torch.equal(alt[1], ids[1][None].expand(5, -1))
+    # a variant naming both is picked over one naming neither
+    variants = torch.stack([ids[1], ids[0]])[None]
+    assert fc.pick_variants(variants, torch.tensor([0])).tolist() == [1]
+
+    torch.manual_seed(0)
+    unet, encoder = M.build_unet(), M.build_text_encoder()
+    noisy, target = torch.randn(2, 8, 16, 16), torch.randn(2, 8, 16, 16)
+    faces = torch.zeros(2, 1, 16, 16)
+    faces[:, :, 6:9, 6:9] = 1
+    ts = torch.tensor([900, 800])
+    pred = unet(noisy, ts, encoder(ids)[0]).sample
+    ce, acc = fc.loss(unet, encoder, noisy, ts, target, pred, ids, faces, torch.enable_grad)
+    assert torch.isfinite(ce) and 0.0 <= float(acc) <= 1.0
+    ce.backward()
+    grad = encoder.get_input_embeddings().weight.grad
+    for w in ("sad", "surprised", "left", "right"):
+        assert grad[vocab[w + "</w>"]].abs().sum() > 0
+    assert grad[vocab["sunset</w>"]].abs().sum() == 0  # only in the caption that takes no part

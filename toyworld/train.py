@@ -38,6 +38,7 @@ from comicgen.bundled import TOYWORLD_DIR
 from toyworld import model as M
 from toyworld import recipe
 from toyworld.export import export
+from toyworld.face_contrast import FaceContrast
 from toyworld.run import Run
 from toyworld.trainkit import (
     bucket_batch,
@@ -129,6 +130,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="render the data in runs of this many images of one scene whose characters' "
         "expression and facing differ, and train on whole runs with one noise and timestep "
         "(1: independent images; 4: every expression in each run)",
+    )
+    ap.add_argument(
+        "--face-contrast",
+        type=float,
+        default=0.0,
+        help="weight of the contrastive face loss (toyworld.face_contrast: the true "
+        "caption must denoise the faces' cells better than the same caption with its "
+        "expression or facing words turned; 0: off)",
+    )
+    ap.add_argument(
+        "--contrast-images",
+        type=int,
+        default=8,
+        help="images per batch in the contrastive face loss (those at the highest noise "
+        "levels; each costs 5 more U-Net rows)",
+    )
+    ap.add_argument(
+        "--contrast-temperature",
+        type=float,
+        default=8.0,
+        help="the contrastive face loss's logits are minus the faces' summed squared "
+        "error divided by this",
     )
     ap.add_argument(
         "--buckets",
@@ -368,6 +391,8 @@ def unet_phase(run: Run, latents: dict) -> None:
     text_encoder.train()
     ema_loss = None
     sf = state["scaling_factor"]
+    contrast = FaceContrast(device, args.contrast_temperature) if args.face_contrast > 0 else None
+    ema_ce = ema_acc = None
 
     def models_now() -> dict:
         return {
@@ -402,6 +427,11 @@ def unet_phase(run: Run, latents: dict) -> None:
         noise = torch.randn(shape, device=device, generator=gen).repeat_interleave(g, 0)
         n_t = sched.config.num_train_timesteps
         ts = torch.randint(0, n_t, (b // g,), device=device, generator=gen).repeat_interleave(g)
+        sel = None
+        if contrast is not None:  # the noisiest images, each with its fullest caption
+            sel = ts.argsort(descending=True)[: args.contrast_images]
+            picked = contrast.pick_variants(caption_ids[idx[sel]].long(), var[sel])
+            ids[sel] = caption_ids[idx[sel], picked].long()
         a = ac[ts].view(-1, 1, 1, 1)
         noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
         with run.autocast():
@@ -416,6 +446,17 @@ def unet_phase(run: Run, latents: dict) -> None:
             # rest of the picture keeps its plain loss
             err = err * cells
         loss = (err.mean(dim=(1, 2, 3)) * weight[ts]).mean()
+        if contrast is not None:
+            faces = ((masks[idx[sel]].long() & M.FACE) > 0).float().unsqueeze(1)
+            ce, acc = contrast.loss(
+                unet, text_encoder, noisy[sel], ts[sel], target[sel], pred[sel], ids[sel],
+                faces, run.autocast,
+            )  # fmt: skip
+            if ce is not None:
+                loss = loss + args.face_contrast * ce
+                ce, acc = float(ce.detach()), float(acc)
+                ema_ce = ce if ema_ce is None else 0.95 * ema_ce + 0.05 * ce
+                ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -435,6 +476,7 @@ def unet_phase(run: Run, latents: dict) -> None:
                 mse=ema_loss,
                 lr=lr,
                 t=round(run.elapsed(), 1),
+                **({"face_ce": ema_ce, "face_acc": ema_acc} if ema_ce is not None else {}),
             )
             bar.n = min(100.0, 100 * prog)
             bar.set_postfix_str(f"step {step} mse {ema_loss:.4f}")
@@ -442,6 +484,7 @@ def unet_phase(run: Run, latents: dict) -> None:
             run.log.line(
                 f"unet step {step:6d}  {100 * prog:5.1f}%  mse {ema_loss:.4f}  "
                 f"lr {lr:.2e}  {run.elapsed() / 60:5.1f} min"
+                + (f"  face ce {ema_ce:.3f} acc {ema_acc:.2f}" if ema_ce is not None else "")
             )
         state["step"] = step
         if time.time() - last_ckpt > args.checkpoint_minutes * 60:
@@ -480,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
             args.sheet_fraction,
             buckets,
             hat_masks=args.hat_weight > 0,
-            face_masks=args.face_weight > 0,
+            face_masks=args.face_weight > 0 or args.face_contrast > 0,
             close_up=args.close_up,
             group=args.face_groups,
         )
