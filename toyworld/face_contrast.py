@@ -58,14 +58,13 @@ class FaceContrast:
         import torch
 
         rows, valid = [], []
-        has = self._has(ids)
-        for si, words in enumerate(self.sets):
+        for words in self.sets:
             hit = ids[..., None] == words  # [n, T, K]
             is_word = hit.any(-1)
             index = hit.float().argmax(-1)
             for k in range(1, len(words)):
                 rows.append(torch.where(is_word, words[(index + k) % len(words)], ids))
-                valid.append(has[:, si])
+                valid.append(is_word.any(-1))
         return torch.stack(rows, 1), torch.stack(valid, 1)
 
     def loss(self, unet, text_encoder, noisy, ts, target, pred, ids, faces, autocast):

@@ -337,9 +337,13 @@ def part_weights(args, masks):
     """Per-cell loss weight 1 + hat_weight * hat + face_weight * face (None: all 1)."""
     if masks is None:
         return None
-    m = masks.long()
-    w = 1.0 + args.hat_weight * (m & M.HAT).clamp(max=1).float()
-    return (w + args.face_weight * ((m & M.FACE) >> 1).float()).unsqueeze(1)
+    w = 1.0 + args.hat_weight * (masks.long() & M.HAT).clamp(max=1).float()
+    return (w + args.face_weight * face_cells(masks)).unsqueeze(1)
+
+
+def face_cells(masks):
+    """[N, h, w] float: 1 on the latent cells of a face (the part masks' ``FACE`` bit)."""
+    return ((masks.long() & M.FACE) >> 1).float()
 
 
 def unet_phase(run: Run, latents: dict) -> None:
@@ -427,7 +431,6 @@ def unet_phase(run: Run, latents: dict) -> None:
         noise = torch.randn(shape, device=device, generator=gen).repeat_interleave(g, 0)
         n_t = sched.config.num_train_timesteps
         ts = torch.randint(0, n_t, (b // g,), device=device, generator=gen).repeat_interleave(g)
-        sel = None
         if contrast is not None:  # the noisiest images, each with its fullest caption
             sel = ts.argsort(descending=True)[: args.contrast_images]
             picked = contrast.pick_variants(caption_ids[idx[sel]].long(), var[sel])
@@ -447,7 +450,7 @@ def unet_phase(run: Run, latents: dict) -> None:
             err = err * cells
         loss = (err.mean(dim=(1, 2, 3)) * weight[ts]).mean()
         if contrast is not None:
-            faces = ((masks[idx[sel]].long() & M.FACE) > 0).float().unsqueeze(1)
+            faces = face_cells(masks[idx[sel]]).unsqueeze(1)
             ce, acc = contrast.loss(
                 unet, text_encoder, noisy[sel], ts[sel], target[sel], pred[sel], ids[sel],
                 faces, run.autocast,
