@@ -71,6 +71,10 @@ class PanelJob:
     embeddings: tuple = ()  # adapters.EmbeddingUse whose token is in the prompt
     infusion_unet: str = ""  # the U-Net folder that paints it ([infusion] unet); "": own
     infusion_unet_id: str = ""  # that folder's fingerprint (in the key)
+    faces: tuple = ()  # comicgen.faces.Face of each character the face pass repaints
+    face_model: str = ""  # the face model's folder ([render] faces); "": no face pass
+    face_model_id: str = ""  # its fingerprint (in the key)
+    face_strength: float = 0.6
     key: str = ""
 
     @property
@@ -96,6 +100,9 @@ class PanelJob:
             data["infusion"] = self.infusion.model_dump()
             if self.infusion_unet_id:
                 data["infusion_unet"] = self.infusion_unet_id
+        if self.faces and self.face_model_id:
+            data["faces"] = [[f.clause, list(f.box)] for f in self.faces]
+            data["face_model"] = [self.face_model_id, self.face_strength]
         data |= key_data(self.loras, self.embeddings)
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -227,6 +234,16 @@ def plan(ws: Workspace, story_path: Path, library, *, allow_outside: bool = Fals
         job.embeddings = layers.embeddings(job.prompt, job.negative_prompt)
         job.key = job.compute_key()
         jobs.append(job)
+    face_model, face_id = _face_model(render.faces, info, ws.root, loaded.display)
+    if face_model:
+        from comicgen.faces import panel_faces
+
+        for job in jobs:
+            job.faces = panel_faces(job.prompt, job.characters)
+            if job.faces:
+                job.face_model, job.face_model_id = face_model, face_id
+                job.face_strength = render.face_strength
+                job.key = job.compute_key()
     unknown = vocabulary_warning(info, [job.prompt for job in jobs])
     if unknown:
         warnings.append(unknown)
@@ -245,6 +262,18 @@ def _infusion_unet(setting: str, info, base: Path, seen: dict, where: str) -> tu
             raise ComicgenError(f"{where}: {exc.message}", hint=exc.hint) from None
         seen[setting] = (str(folder), folder_fingerprint(folder)) if folder else ("", "")
     return seen[setting]
+
+
+def _face_model(setting: str | None, info, base: Path, where: str) -> tuple[str, str]:
+    """(folder, fingerprint) of the face model ``[render] faces`` names; ("", "") for none."""
+    from comicgen.errors import ModelError
+    from comicgen.models import folder_fingerprint, resolve_faces
+
+    try:
+        folder = resolve_faces(setting, info, base)
+    except ModelError as exc:
+        raise ComicgenError(f"{where}: {exc.message}", hint=exc.hint) from None
+    return (str(folder), folder_fingerprint(folder)) if folder else ("", "")
 
 
 def vocabulary_warning(info, prompts: list[str]) -> str | None:

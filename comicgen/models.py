@@ -124,6 +124,8 @@ class ModelInfo:
     infusion: dict = field(default_factory=dict)
     # the infusion U-Net folder the model ships (comicgen.json "infusion_unet"), or None
     infusion_unet: Path | None = None
+    # the face model the model ships for the face pass (comicgen.json "faces"), or None
+    faces: Path | None = None
 
 
 def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelInfo:
@@ -146,11 +148,14 @@ def inspect_model(name: str, base: Path | None = None, settings=None) -> ModelIn
     # own fingerprint (comicgen.jobs), so new infusion weights repaint no plain panel
     data = _model_file(folder)
     trained = model_infusion_unet(folder, data)
-    skip = (trained.name,) if trained is not None else ()
+    faces = model_faces(folder, data)
+    # the face model touches only panels the face pass runs on (their keys take its own
+    # fingerprint), so it is left out of the model's too
+    skip = tuple(p.name for p in (trained, faces) if p is not None)
     print_ = folder_fingerprint(folder, skip)
     recommended = _infusion_defaults(folder, data) if trained is not None else {}
     return ModelInfo(
-        source, print_, *_geometry(folder), _buckets(folder, data), recommended, trained
+        source, print_, *_geometry(folder), _buckets(folder, data), recommended, trained, faces
     )
 
 
@@ -259,6 +264,41 @@ def model_infusion_unet(model_folder: Path | None, data: dict | None = None) -> 
             hint="it names a subfolder with config.json and weights; fix or remove the entry",
         )
     return folder
+
+
+def model_faces(model_folder: Path, data: dict) -> Path | None:
+    """The face model a model folder ships (``comicgen.json`` "faces": a subfolder with
+    ``unet/``), or None."""
+    name = data.get("faces")
+    if not name:
+        return None
+    folder = model_folder / name
+    if not (folder / "unet" / "config.json").is_file():
+        raise ModelError(
+            f"{model_folder / 'comicgen.json'}: faces '{name}' is not a face-model folder",
+            hint="it names a subfolder holding unet/ (and optionally text_encoder/); fix or "
+            "remove the entry",
+        )
+    return folder
+
+
+def resolve_faces(setting: str | None, info: ModelInfo | None, base: Path | None) -> Path | None:
+    """The face-model folder ``[render] faces`` names (None or "auto": the one the model
+    ships, if any); None: no face pass."""
+    if setting is None or setting == "auto":
+        return info.faces if info is not None else None
+    if setting == "none":
+        return None
+    path = Path(setting).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not (path / "unet" / "config.json").is_file():
+        raise ModelError(
+            f"faces '{setting}' is not a face-model folder (no unet/config.json in it)",
+            hint='set [render] faces to "auto", "none" or a folder holding unet/ (and '
+            "optionally text_encoder/) saved by diffusers",
+        )
+    return path.resolve()
 
 
 def resolve_infusion_unet(setting: str, info: ModelInfo | None, base: Path | None) -> Path | None:

@@ -105,6 +105,9 @@ class PaintJob:
     loras: Sequence[Any] = ()  # comicgen.adapters.LoraUse
     embeddings: Sequence[Any] = ()  # comicgen.adapters.EmbeddingUse
     infusion_unet: str = ""  # the U-Net folder of an infused panel ([infusion] unet); "": own
+    faces: Sequence[Any] = ()  # comicgen.faces.Face: the faces the face pass repaints
+    face_model: str = ""  # the face pass's model folder; "": no face pass
+    face_strength: float = 0.6
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
@@ -131,6 +134,7 @@ class Painter:
         self.unets = UnetSwap(pipe)
         self.memory = None  # the comicgen.memory.MemoryPlan it was placed by
         self.adapters = None  # comicgen.adapters.Adapters, once a LoRA or embedding is used
+        self._face_painters: dict = {}  # (face model folder, strength) -> FacePainter
 
     @property
     def feature_cache(self):
@@ -270,7 +274,27 @@ class Painter:
                 )
         except torch.OutOfMemoryError:
             raise out_of_memory(self.device) from None
-        return list(result.images)
+        return [self._faces(job, image) for job, image in zip(jobs, result.images, strict=True)]
+
+    def _faces(self, job: PaintJob, image):
+        """``image`` after the face pass (:mod:`comicgen.faces`), when the job has one."""
+        if not (job.faces and job.face_model):
+            return image
+        from comicgen.faces import FacePainter
+
+        key = (job.face_model, job.face_strength)
+        if key not in self._face_painters:
+            self._face_painters[key] = FacePainter(
+                self.pipe, Path(job.face_model), job.face_strength
+            )
+        return self._face_painters[key].repaint(
+            image,
+            job.faces,
+            seed=job.seed,
+            steps=job.steps,
+            guidance=job.guidance,
+            negative=job.negative_prompt,
+        )
 
 
 def _refs_signature(job: PaintJob) -> tuple:

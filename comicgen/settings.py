@@ -168,6 +168,34 @@ class RenderSettings(Strict):
         "or 'none'. Empty: 'bundled:toyworld-x4' for the bundled model, 'none' otherwise.",
     )
 
+    faces: str | None = Field(
+        None,
+        max_length=1000,
+        description="The face pass, run on each painted panel before upscaling: every "
+        "character the prompt names gets its face repainted in a close crop from its own "
+        "clause of the prompt (how small faces come to show the asked expression and "
+        "facing). 'auto' or empty: the face model the panel's model ships (the bundled "
+        "one does), none for others; 'none': off; or a face-model folder (with unet/ and "
+        "optionally text_encoder/) relative to the workspace.",
+    )
+    face_strength: float = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="How much of each face crop the face pass repaints (image-to-image "
+        "strength): higher follows the words more, lower keeps more of the painted face.",
+    )
+
+    @field_validator("faces")
+    @classmethod
+    def _faces_spec(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value.lower() in ("", "auto", "none"):
+            return value.lower() or None
+        return value
+
     @field_validator("upscale")
     @classmethod
     def _upscale_spec(cls, value: str | None) -> str | None:

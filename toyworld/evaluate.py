@@ -19,6 +19,7 @@ import random
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,7 @@ def adherence(
     guidance_rescale: float | None = None,
     bucket: str = "square",
     facing: bool = True,
+    faces=None,
 ):
     """Per-attribute accuracy of painted panels read back (and ``once``: the share of panels
     where each character stands once); also the mean score by number of characters, the
@@ -144,6 +146,11 @@ def adherence(
     counted_once: list[float] = []
     misread = []
     hat_errors: Counter[str] = Counter()
+    if faces is not None:  # the face pass, as comicgen render runs it
+        images = [
+            repaint_faces(faces, img, scene, cap, s, steps, guidance)
+            for (scene, cap), img, s in zip(items, images, seeds, strict=True)
+        ]
     for (scene, cap), img in zip(items, images, strict=False):
         got, want = R.read(img), R.truth(scene)
         row = []
@@ -177,6 +184,35 @@ def adherence(
     counts = {k: float(np.mean(v)) if v else float("nan") for k, v in by_count.items()}
     counts["once"] = float(np.mean(counted_once))
     return acc, counts, misread, hat_errors
+
+
+@dataclass(frozen=True)
+class _Cast:  # what comicgen.faces.panel_faces reads of a panel's character
+    description: str
+    position: str
+    box: None = None
+
+
+def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guidance):
+    """``image`` after the face pass (:class:`comicgen.faces.FacePainter` ``faces``), each
+    character's face found from its position and prompted with its clause of ``caption``."""
+    from comicgen.faces import panel_faces
+
+    cast = [_Cast(W.describe(c), p) for c, p in zip(scene.characters, scene.positions, strict=True)]
+    return faces.repaint(
+        image, panel_faces(caption, cast), seed=seed, steps=steps, guidance=guidance
+    )
+
+
+def face_painter(pipe, spec: str, model: Path | str | None = None):
+    """The face pass for ``--faces``: "auto" (the ``faces/`` folder of the ``model``
+    folder, if it has one), "none" or a face-model folder."""
+    from comicgen.faces import FacePainter
+
+    if spec == "none":
+        return None
+    folder = Path(model or DEFAULT_MODEL) / "faces" if spec == "auto" else Path(spec)
+    return FacePainter(pipe, folder) if (folder / "unet").is_dir() else None
 
 
 def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R.Reading) -> str:
@@ -278,6 +314,12 @@ def main(argv: list[str] | None = None) -> None:
         help="captions without the 'facing ...' words (the first generation's captions; a "
         "model that does not know the word reads it as an end token)",
     )
+    ap.add_argument(
+        "--faces",
+        default="auto",
+        help="the face pass (comicgen render's [render] faces): auto (the model's faces/ "
+        "folder, if it has one), none, or a face-model folder",
+    )
     ap.add_argument("--grid", type=Path, default=None, help="also write the samples grid PNG here")
     ap.add_argument(
         "--failures", type=Path, default=None, help="write a grid of the first misread panels here"
@@ -294,7 +336,11 @@ def main(argv: list[str] | None = None) -> None:
         args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     run = (args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale)
     facing = not args.without_facing
-    acc, by_count, misread, hat_errors = adherence(pipe, args.samples, *run, facing=facing)
+    faces = face_painter(pipe, args.faces, args.model)
+    print(f"face pass: {'none' if faces is None else faces.folder}")
+    acc, by_count, misread, hat_errors = adherence(
+        pipe, args.samples, *run, facing=facing, faces=faces
+    )
     dt = time.time() - t
     print(
         f"painted and read {args.samples} panels ({args.steps} steps, "
@@ -315,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         t = time.time()
         b_acc, b_count, b_misread, _ = adherence(
-            pipe, args.bucket_samples, *run, bucket=name, facing=facing
+            pipe, args.bucket_samples, *run, bucket=name, facing=facing, faces=faces
         )
         buckets[name] = (b_count["once"], b_acc["once"], args.bucket_samples)
         misread += b_misread

@@ -230,7 +230,8 @@ def data_chunk(
     only in the square bucket.  With ``group`` > 1 the images come in runs of ``group``
     (``start`` a multiple of it): one scene, each character's expression and facing turned
     on by one per image (:func:`vary_face`), so that a batch of a whole run shows what
-    the face words change and nothing else.  Deterministic per index (a process-pool
+    the face words change and nothing else.  ``bucket`` "face": the face pass's crops
+    (:mod:`toyworld.face_crops`).  Deterministic per index (a process-pool
     worker; no torch)."""
     import random
     from dataclasses import replace
@@ -238,7 +239,11 @@ def data_chunk(
     import numpy as np
 
     from toyworld import world as W
+    from toyworld.face_crops import BUCKET as FACE_BUCKET
+    from toyworld.face_crops import face_chunk
 
+    if bucket == FACE_BUCKET:  # the face pass's crops: no part masks
+        return (*face_chunk(seed, start, count, variants), None)
     width, height = W.BUCKETS[bucket]
     if bucket != "square":
         sheet_fraction = 0.0  # model sheets are square

@@ -16,6 +16,8 @@ from toyworld import model as M
 from toyworld import world as W
 
 BUCKET_INDEX_STRIDE = 10_000_000  # scene indices of bucket i start at i * this
+# the frame shapes, then the face pass's crops (64 x 64; toyworld.face_crops)
+KNOWN_BUCKETS = (*W.BUCKETS, "face")
 
 
 def parse_buckets(spec: str) -> dict[str, float]:
@@ -23,8 +25,9 @@ def parse_buckets(spec: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in spec.split(","):
         name, _, share = part.strip().partition(":")
-        if name not in W.BUCKETS:
-            raise SystemExit(f"--buckets: unknown bucket {name!r} (known: {', '.join(W.BUCKETS)})")
+        if name not in KNOWN_BUCKETS:
+            known = ", ".join(KNOWN_BUCKETS)
+            raise SystemExit(f"--buckets: unknown bucket {name!r} (known: {known})")
         out[name] = float(share or 1.0)
     total = sum(out.values())
     return {k: v / total for k, v in out.items()}
@@ -33,7 +36,7 @@ def parse_buckets(spec: str) -> dict[str, float]:
 def bucket_batch(bucket: str, batch: int) -> int:
     """The batch size of ``bucket`` for a 64 x 64 batch of ``batch``: the same pixels per
     batch (so every step costs about the same)."""
-    w, h = W.BUCKETS[bucket]
+    w, h = W.BUCKETS.get(bucket, (W.SIZE, W.SIZE))
     return max(1, round(batch * W.SIZE * W.SIZE / (w * h)))
 
 
@@ -55,7 +58,7 @@ def render_data(
     jobs, owners = [], []
     for name, share in buckets.items():
         n = int(round(count * share)) // group * group
-        base = list(W.BUCKETS).index(name) * BUCKET_INDEX_STRIDE
+        base = KNOWN_BUCKETS.index(name) * BUCKET_INDEX_STRIDE
         sheets = sheet_fraction if name == "square" else 0.0
         for s in range(0, n, 500):
             args = (seed, base + s, min(500, n - s), variants, sheets, hat_masks, name, face_masks)

@@ -1,0 +1,185 @@
+"""The face pass (comicgen.faces): each named character's face repainted in a close crop
+from its own clause of the prompt, inside a square found from its box; off by "none"; its
+model in the panel's key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from PIL import Image
+from typer.testing import CliRunner
+
+from comicgen.cli import app
+from comicgen.errors import ModelError
+from comicgen.faces import Face, FacePainter, character_clause, face_square, panel_faces
+from comicgen.infusion.refs import position_box
+from comicgen.jobs import CharacterSpec, plan
+from comicgen.library import Library
+from comicgen.models import inspect_model, resolve_faces
+from comicgen.painter import Painter, PaintJob
+from comicgen.settings import ModelSettings
+from comicgen.workspace import Workspace
+from tests.helpers import tiny_workspace
+from tests.support.tiny import TINY
+
+
+def face_model(folder, seed=1):
+    """The tiny model's U-Net with its weights moved: stands in for a trained face model."""
+    unet = UNet2DConditionModel.from_pretrained(TINY, subfolder="unet")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    unet.save_pretrained(folder / "unet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """The tiny model with a face model it names in comicgen.json."""
+    folder = tmp_path_factory.mktemp("m") / "model"
+    shutil.copytree(TINY, folder)
+    face_model(folder / "faces")
+    (folder / "comicgen.json").write_text(json.dumps({"faces": "faces"}))
+    return folder
+
+
+def test_the_face_square_stands_on_the_box_inside_the_panel():
+    for w, h in ((64, 64), (96, 64), (64, 128), (512, 768)):
+        for pos in ("left", "center", "right"):
+            x0, y0, x1, y1 = face_square(position_box(pos), w, h)
+            assert x1 - x0 == pytest.approx(y1 - y0) == pytest.approx(0.46 * min(w, h))
+            assert 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h
+            bx0, _, bx1, by1 = position_box(pos)
+            assert (x0 + x1) / 2 == pytest.approx((bx0 + bx1) / 2 * w)
+            assert y1 == pytest.approx(by1 * h)
+    # a box at the panel's edge: the square moves inside
+    assert face_square((0.0, 0.0, 0.1, 0.2), 100, 100) == (0.0, 0.0, 46.0, 46.0)
+
+
+def test_each_character_gets_its_own_clause():
+    prompt = (
+        "a red circle character looking sad on the left, "
+        "a blue square character facing right, grass"
+    )
+    assert character_clause(prompt, "a red circle character") == (
+        "a red circle character looking sad on the left"
+    )
+    assert character_clause(prompt, "A blue square character") == (
+        "a blue square character facing right"
+    )
+    assert character_clause(prompt, "a green triangle character") == ""
+    assert character_clause(prompt, "") == ""
+    specs = [
+        CharacterSpec("pip", "a red circle character", [], position="left"),
+        CharacterSpec("bo", "a blue square character", [], box=(0.5, 0.1, 0.9, 0.9)),
+        CharacterSpec("tri", "a green triangle character", []),  # not in the prompt: no face
+    ]
+    assert panel_faces(prompt, specs) == (
+        Face("a red circle character looking sad on the left", position_box("left")),
+        Face("a blue square character facing right", (0.5, 0.1, 0.9, 0.9)),
+    )
+
+
+def test_only_the_face_square_is_repainted(model):
+    painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
+    job = dict(prompt="a red circle character looking sad on the left, grass", width=64,
+               height=64, steps=2, guidance=4.0, seed=3)  # fmt: skip
+    plain = np.asarray(painter.paint(PaintJob(**job)), dtype=np.int16)
+    face = Face("a red circle character looking sad on the left", position_box("left"))
+    repainted = painter.paint(PaintJob(**job, faces=[face], face_model=str(model / "faces")))
+    diff = np.abs(np.asarray(repainted, dtype=np.int16) - plain).max(axis=2)
+    x0, y0, x1, y1 = (round(v) for v in face_square(face.box, 64, 64))
+    inside = np.zeros_like(diff, dtype=bool)
+    inside[y0:y1, x0:x1] = True
+    assert diff[inside].max() > 8, "the face pass changed nothing"
+    assert diff[~inside].max() == 0, "the face pass touched pixels outside the face square"
+    # the seam is soft: the square's edge keeps (almost) the painted pixels
+    assert diff[y0:y1, x0].max() <= 2 and diff[y0, x0:x1].max() <= 2
+    again = painter.paint(PaintJob(**job, faces=[face], face_model=str(model / "faces")))
+    assert np.array_equal(np.asarray(again), np.asarray(repainted))  # seeded
+
+
+def test_a_face_painter_reads_an_own_text_encoder(model, tmp_path):
+    from transformers import CLIPTextModel
+
+    folder = shutil.copytree(model / "faces", tmp_path / "faces")
+    CLIPTextModel.from_pretrained(TINY, subfolder="text_encoder").save_pretrained(
+        folder / "text_encoder"
+    )
+    painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
+    faces = FacePainter(painter.pipe, folder)
+    assert faces.pipe.text_encoder is not painter.pipe.text_encoder
+    image = Image.new("RGB", (64, 96), (200, 180, 90))
+    out = faces.repaint(image, [Face("a cat", position_box("right"))], seed=1, steps=2, guidance=3)
+    assert out.size == image.size and out.tobytes() != image.tobytes()
+
+
+def test_the_setting_names_the_model_s_faces_none_or_a_folder(model, tmp_path):
+    info = inspect_model(str(model))
+    assert info.faces == model / "faces"
+    assert resolve_faces(None, info, None) == resolve_faces("auto", info, None) == model / "faces"
+    assert resolve_faces("none", info, None) is None
+    assert resolve_faces("auto", inspect_model(str(TINY)), None) is None  # ships none
+    face_model(tmp_path / "mine")
+    assert resolve_faces("mine", info, tmp_path) == (tmp_path / "mine").resolve()
+    with pytest.raises(ModelError, match="not a face-model folder"):
+        resolve_faces("nowhere", info, tmp_path)
+    # the face model is not part of the model's fingerprint (plain panels keep their keys)
+    other = shutil.copytree(model, tmp_path / "other")
+    face_model(other / "faces", seed=5)
+    assert inspect_model(str(other)).fingerprint == info.fingerprint
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "comicgen.json").write_text(json.dumps({"faces": "gone"}))
+    with pytest.raises(ModelError, match="faces 'gone'"):
+        inspect_model(str(broken))
+
+
+def test_render_keys_and_errors(model, tmp_path):
+    ws = tiny_workspace(tmp_path / "w")
+    story = ws.stories_dir / "s.yaml"
+    story.write_text(
+        "title: T\npages:\n  - panels:\n      - prompt: a tree\n"
+        "      - prompt: '{pip} looking sad, grass'\n        characters: [{name: pip}]\n"
+    )
+
+    def config(render=""):
+        ws.config_path.write_text(
+            f"[model]\nname = '{model.as_posix()}'\n[render]\nsteps = 2\n{render}"
+            "[page]\ndpi = 48\n"
+        )
+
+    def jobs():
+        here = Workspace.load(ws.root)
+        with Library.open(here.db_path, here.cache_dir) as library:
+            return plan(here, story, library).jobs
+
+    config()
+    tree, pip = jobs()
+    assert tree.faces == () and tree.face_model == ""
+    assert [f.clause for f in pip.faces] == ["a red circle character looking sad"]
+    assert pip.face_model.endswith("faces")
+    runner = CliRunner()
+    args = ["render", "stories/s.yaml", "--workspace", str(ws.root)]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "2 panels painted, 0 reused" in out.output, out.output
+    # a new face model repaints the panel with a face, not the other
+    face_model(model / "faces", seed=2)
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
+    config("face_strength = 0.4\n")
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
+    config('faces = "none"\n')
+    assert jobs()[1].face_model == ""
+    config('faces = "nowhere"\n')
+    out = runner.invoke(app, args)
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert out.exit_code == 2 and len(lines) == 1, out.output
+    assert "s.yaml" in lines[0] and "nowhere" in lines[0] and "Traceback" not in out.output
