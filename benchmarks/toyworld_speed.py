@@ -2,8 +2,9 @@
 
 Times one panel of every bucket (square 64x64, wide, tall and the long strips; 20 DDIM
 steps with classifier-free guidance, median of several runs) side by side with the 64x64
-panel, the per-image time in a batch of 16 at 64x64, and the upscale stage's cost per panel
-(``comicgen.upscale.load_upscaler("bundled:toyworld-x4")`` where it exists).
+panel, the per-image time in a batch of 16 at 64x64, the face pass's cost per character
+(``comicgen.faces``, where the bundled model ships a face model) and the upscale stage's
+cost per panel (``comicgen.upscale.load_upscaler("bundled:toyworld-x4")`` where it exists).
 
     python benchmarks/toyworld_speed.py [--runs 7] [--threads N]
 """
@@ -65,6 +66,7 @@ def main() -> None:
     batch = panel(16)[0] / 16
     print(f"in a batch of 16 (64x64): {batch:.3f}s per panel")
     print(f"ratio to the 1 s target (64x64): {base / 1.0:.2f}")
+    faces(args, pipe, image, base)
     try:
         from comicgen.upscale import load_upscaler
     except ImportError:
@@ -84,6 +86,32 @@ def main() -> None:
     print(
         f"upscale {image.width}x{image.height} -> {big.width}x{big.height} ({args.upscaler}): "
         f"median {med:.3f}s per panel ({med / base:.2f}x the 64x64 panel)"
+    )
+
+
+def faces(args, pipe, image, base: float) -> None:
+    """The face pass's cost per character (the bundled face model, same steps)."""
+    from comicgen.bundled import TOYWORLD_DIR
+    from comicgen.faces import Face, FacePainter
+    from comicgen.infusion.refs import position_box
+
+    if not (TOYWORLD_DIR / "faces" / "unet").is_dir():
+        print("face pass: the bundled model ships no face model")
+        return
+    painter = FacePainter(pipe, TOYWORLD_DIR / "faces")
+    face = Face("a red circle character with a blue hat looking sad", position_box("left"))
+    kw = dict(seed=0, steps=args.steps, guidance=7.5)
+    painter.repaint(image, [face], **kw)  # warm-up
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        painter.repaint(image, [face], **kw)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    print(
+        f"face pass, one character (strength {painter.strength}, "
+        f"{int(args.steps * painter.strength)} steps + CFG): median {med:.3f}s "
+        f"({med / base:.2f}x the 64x64 panel)"
     )
 
 

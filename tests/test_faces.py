@@ -151,8 +151,7 @@ def test_render_keys_and_errors(model, tmp_path):
 
     def config(render=""):
         ws.config_path.write_text(
-            f"[model]\nname = '{model.as_posix()}'\n[render]\nsteps = 2\n{render}"
-            "[page]\ndpi = 48\n"
+            f"[model]\nname = '{model.as_posix()}'\n[render]\nsteps = 2\n{render}[page]\ndpi = 48\n"
         )
 
     def jobs():
