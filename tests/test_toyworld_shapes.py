@@ -230,3 +230,31 @@ def test_face_contrast_turns_only_the_face_words_and_reaches_them():
     for w in ("sad", "surprised", "left", "right"):
         assert grad[vocab[w + "</w>"]].abs().sum() > 0
     assert grad[vocab["sunset</w>"]].abs().sum() == 0  # only in the caption that takes no part
+
+
+def test_face_crops_show_the_captioned_face_large():
+    from comicgen.faces import face_square
+    from comicgen.infusion.refs import position_box
+    from toyworld.drawing import part_boxes
+    from toyworld.face_crops import face_chunk
+    from toyworld.trainkit import parse_buckets
+
+    assert parse_buckets("face:1,square:1") == {"face": 0.5, "square": 0.5}
+    images, ids, masks = M.data_chunk(3, 0, 6, 2, 0.0, bucket="face")
+    assert images.shape == (6, 64, 64, 3) and ids.shape == (6, 2, M.MAX_TOKENS) and masks is None
+    again, _ = face_chunk(3, 0, 6, 2)
+    assert np.array_equal(images, again)  # deterministic per index
+    vocab = {v: k for k, v in M.token_vocab().items()}
+    words = [
+        " ".join(vocab[t].replace("</w>", "") for t in row if t > 1 and vocab[t] != M.EOS)
+        for row in ids[:, 0]
+    ]
+    assert any("character" in w for w in words)
+    assert not any("sky" in w or "shot" in w for w in words)  # one character's clause only
+    # the crop is the face square of the character's box: at 64 pixels a face of a wide shot
+    # (2-4 latent cells at the panel's size) fills about half of it
+    scene = W.Scene(characters=(W.Character(expression="sad"),), positions=("left",))
+    x0, y0, x1, y1 = face_square(position_box("left"), 64, 64)
+    fx0, fy0, fx1, fy1 = part_boxes(scene)["face"][0]
+    assert x0 <= fx0 and fx1 <= x1 and y0 <= fy0 and fy1 <= y1
+    assert (fx1 - fx0) / (x1 - x0) > 0.4
