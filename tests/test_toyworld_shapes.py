@@ -242,8 +242,12 @@ def test_face_crops_show_the_captioned_face_large():
     assert parse_buckets("face:1,square:1") == {"face": 0.5, "square": 0.5}
     images, ids, masks = M.data_chunk(3, 0, 6, 2, 0.0, bucket="face")
     assert images.shape == (6, 64, 64, 3) and ids.shape == (6, 2, M.MAX_TOKENS) and masks is None
-    again, _ = face_chunk(3, 0, 6, 2)
+    again, _, faces = face_chunk(3, 0, 6, 2)
     assert np.array_equal(images, again)  # deterministic per index
+    # the face's cells: a block inside the crop, a fair share of it
+    assert faces.shape == (6, 16, 16) and set(np.unique(faces)) == {0, M.FACE}
+    assert all(0.1 < (f > 0).mean() < 0.7 for f in faces)
+    assert M.data_chunk(3, 0, 6, 2, 0.0, bucket="face", face_masks=True)[2] is not None
     vocab = {v: k for k, v in M.token_vocab().items()}
     words = [
         " ".join(vocab[t].replace("</w>", "") for t in row if t > 1 and vocab[t] != M.EOS)

@@ -40,8 +40,11 @@ def face_caption(ch, position: str, rng, empty: float = 0.1) -> str:
 
 
 def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64):
-    """Crops ``start .. start+count`` (uint8 N x size x size x 3) and ``variants`` caption
-    ids each (int32 N x variants x MAX_TOKENS); deterministic per index."""
+    """Crops ``start .. start+count`` (uint8 N x size x size x 3), ``variants`` caption ids
+    each (int32 N x variants x MAX_TOKENS) and the face's latent cells (uint8 N x size/4 x
+    size/4, bit ``model.FACE``: where the cropped character's face box lies, for
+    ``train --face-weight``); deterministic per index."""
+    import math
     import random
 
     import numpy as np
@@ -53,6 +56,8 @@ def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64)
 
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     ids = np.empty((count, variants, M.MAX_TOKENS), dtype=np.int32)
+    cells = size // (W.SIZE // M.LATENT_SIZE)
+    masks = np.zeros((count, cells, cells), dtype=np.uint8)
     buckets = list(W.BUCKETS)
     for i in range(count):
         rng = W.scene_rng(seed, start + i)
@@ -63,7 +68,12 @@ def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64)
         f = RENDER_SCALE
         crop = img.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))
         images[i] = np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+        fx0, fy0, fx1, fy1 = D.part_boxes(scene)["face"][k]
+        f_cell = (x1 - x0) / cells  # 64-units per latent cell of the crop
+        c0, c1 = max(0, int((fx0 - x0) // f_cell)), min(cells, math.ceil((fx1 - x0) / f_cell))
+        r0, r1 = max(0, int((fy0 - y0) // f_cell)), min(cells, math.ceil((fy1 - y0) / f_cell))
+        masks[i, r0:r1, c0:c1] = M.FACE
         crng = random.Random(f"face-captions:{seed}:{start + i}")
         for v in range(variants):
             ids[i, v] = M.caption_ids(face_caption(scene.characters[k], scene.positions[k], crng))
-    return images, ids
+    return images, ids, masks

@@ -242,8 +242,9 @@ def data_chunk(
     from toyworld.face_crops import BUCKET as FACE_BUCKET
     from toyworld.face_crops import face_chunk
 
-    if bucket == FACE_BUCKET:  # the face pass's crops: no part masks
-        return (*face_chunk(seed, start, count, variants), None)
+    if bucket == FACE_BUCKET:  # the face pass's crops, their faces' cells as part masks
+        images, ids, faces = face_chunk(seed, start, count, variants)
+        return images, ids, faces if face_masks else None
     width, height = W.BUCKETS[bucket]
     if bucket != "square":
         sheet_fraction = 0.0  # model sheets are square
