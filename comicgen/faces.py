@@ -82,17 +82,19 @@ def window(side: int, feather: float = 0.25):
 
 class FacePainter:
     """Repaints the faces of painted panels with a face model (a folder holding ``unet/`` and
-    optionally ``text_encoder/``, saved by diffusers / transformers) and the panel
-    pipeline's VAE, tokenizer and scheduler, through diffusers' image-to-image pipeline."""
+    optionally ``text_encoder/``, saved by diffusers / transformers; None: the panel
+    pipeline's own) and the panel pipeline's VAE, tokenizer and scheduler, through
+    diffusers' image-to-image pipeline."""
 
-    def __init__(self, pipe, folder: Path, strength: float = 0.6):
+    def __init__(self, pipe, folder: Path | None, strength: float = 0.6):
         import torch
         from diffusers import StableDiffusionImg2ImgPipeline, UNet2DConditionModel
 
         dtype, device = pipe.unet.dtype, pipe._execution_device
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
-        text_encoder = pipe.text_encoder
-        if (folder / "text_encoder").is_dir():
+        unet, text_encoder = pipe.unet, pipe.text_encoder
+        if folder is not None:
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
+        if folder is not None and (folder / "text_encoder").is_dir():
             from transformers import CLIPTextModel
 
             text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype)

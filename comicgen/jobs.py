@@ -273,6 +273,8 @@ def _face_model(setting: str | None, info, base: Path, where: str) -> tuple[str,
         folder = resolve_faces(setting, info, base)
     except ModelError as exc:
         raise ComicgenError(f"{where}: {exc.message}", hint=exc.hint) from None
+    if folder == "own":
+        return "own", info.fingerprint
     return (str(folder), folder_fingerprint(folder)) if folder else ("", "")
 
 

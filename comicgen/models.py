@@ -282,13 +282,16 @@ def model_faces(model_folder: Path, data: dict) -> Path | None:
     return folder
 
 
-def resolve_faces(setting: str | None, info: ModelInfo | None, base: Path | None) -> Path | None:
+def resolve_faces(
+    setting: str | None, info: ModelInfo | None, base: Path | None
+) -> Path | str | None:
     """The face-model folder ``[render] faces`` names (None or "auto": the one the model
-    ships, if any); None: no face pass."""
+    ships, if any), "own" (the panel's own U-Net and text encoder, as ADetailer repaints
+    with the model that painted), or None: no face pass."""
     if setting is None or setting == "auto":
         return info.faces if info is not None else None
-    if setting == "none":
-        return None
+    if setting in ("none", "own"):
+        return None if setting == "none" else "own"
     path = Path(setting).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path

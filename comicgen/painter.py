@@ -284,9 +284,8 @@ class Painter:
 
         key = (job.face_model, job.face_strength)
         if key not in self._face_painters:
-            self._face_painters[key] = FacePainter(
-                self.pipe, Path(job.face_model), job.face_strength
-            )
+            folder = None if job.face_model == "own" else Path(job.face_model)
+            self._face_painters[key] = FacePainter(self.pipe, folder, job.face_strength)
         return self._face_painters[key].repaint(
             image,
             job.faces,

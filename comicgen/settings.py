@@ -174,8 +174,9 @@ class RenderSettings(Strict):
         description="The face pass, run on each painted panel before upscaling: every "
         "character the prompt names gets its face repainted in a close crop from its own "
         "clause of the prompt (how small faces come to show the asked expression and "
-        "facing). 'auto' or empty: the face model the panel's model ships (the bundled "
-        "one does), none for others; 'none': off; or a face-model folder (with unet/ and "
+        "facing). 'auto' or empty: the face model the panel's model ships, none for "
+        "others; 'own': the panel's own model repaints the crops (ADetailer's way, for "
+        "large checkpoints); 'none': off; or a face-model folder (with unet/ and "
         "optionally text_encoder/) relative to the workspace.",
     )
     face_strength: float = Field(
@@ -192,7 +193,7 @@ class RenderSettings(Strict):
         if value is None:
             return None
         value = value.strip()
-        if value.lower() in ("", "auto", "none"):
+        if value.lower() in ("", "auto", "none", "own"):
             return value.lower() or None
         return value
 

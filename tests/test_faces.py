@@ -125,6 +125,7 @@ def test_the_setting_names_the_model_s_faces_none_or_a_folder(model, tmp_path):
     assert info.faces == model / "faces"
     assert resolve_faces(None, info, None) == resolve_faces("auto", info, None) == model / "faces"
     assert resolve_faces("none", info, None) is None
+    assert resolve_faces("own", info, None) == "own"
     assert resolve_faces("auto", inspect_model(str(TINY)), None) is None  # ships none
     face_model(tmp_path / "mine")
     assert resolve_faces("mine", info, tmp_path) == (tmp_path / "mine").resolve()
@@ -177,6 +178,11 @@ def test_render_keys_and_errors(model, tmp_path):
     assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
     config('faces = "none"\n')
     assert jobs()[1].face_model == ""
+    config('faces = "own"\n')  # the panel's model repaints the crop
+    own = jobs()[1]
+    assert own.face_model == "own" and own.face_model_id == inspect_model(str(model)).fingerprint
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
     config('faces = "nowhere"\n')
     out = runner.invoke(app, args)
     lines = [line for line in out.output.splitlines() if line.strip()]

@@ -204,7 +204,7 @@ def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guida
     )
 
 
-def face_painter(pipe, spec: str, model: Path | str | None = None):
+def face_painter(pipe, spec: str, model: Path | str | None = None, strength: float = 0.6):
     """The face pass for ``--faces``: "auto" (the ``faces/`` folder of the ``model``
     folder, if it has one), "none" or a face-model folder."""
     from comicgen.faces import FacePainter
@@ -212,7 +212,7 @@ def face_painter(pipe, spec: str, model: Path | str | None = None):
     if spec == "none":
         return None
     folder = Path(model or DEFAULT_MODEL) / "faces" if spec == "auto" else Path(spec)
-    return FacePainter(pipe, folder) if (folder / "unet").is_dir() else None
+    return FacePainter(pipe, folder, strength) if (folder / "unet").is_dir() else None
 
 
 def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R.Reading) -> str:
@@ -320,6 +320,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the face pass (comicgen render's [render] faces): auto (the model's faces/ "
         "folder, if it has one), none, or a face-model folder",
     )
+    ap.add_argument(
+        "--face-strength",
+        type=float,
+        default=0.6,
+        help="the face pass's image-to-image strength (comicgen's [render] face_strength)",
+    )
     ap.add_argument("--grid", type=Path, default=None, help="also write the samples grid PNG here")
     ap.add_argument(
         "--failures", type=Path, default=None, help="write a grid of the first misread panels here"
@@ -336,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     run = (args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale)
     facing = not args.without_facing
-    faces = face_painter(pipe, args.faces, args.model)
-    print(f"face pass: {'none' if faces is None else faces.folder}")
+    faces = face_painter(pipe, args.faces, args.model, args.face_strength)
+    print(f"face pass: {'none' if faces is None else f'{faces.folder}, strength {faces.strength}'}")
     acc, by_count, misread, hat_errors = adherence(
         pipe, args.samples, *run, facing=facing, faces=faces
     )
