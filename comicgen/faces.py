@@ -7,8 +7,8 @@ from the layout instead of a face detector - cuts a square around each character
 (:func:`face_square`, from the character's box), enlarges it to the face model's native
 size, repaints it at a partial strength (image-to-image) from that character's own clause
 of the prompt (:func:`character_clause`), and pastes it back through a soft window.  The
-face model is a U-Net (and text encoder) fine-tuned on such crops; it shares the panel
-model's VAE and tokenizer.
+face model is a U-Net (and optionally a text encoder and a VAE) trained on such crops; it
+shares the panel model's tokenizer (and its VAE and text encoder where it has none).
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def window(side: int, feather: float = 0.25):
 
 class FacePainter:
     """Repaints the faces of painted panels with a face model (a folder holding ``unet/`` and
-    optionally ``text_encoder/``, saved by diffusers / transformers; None: the panel
-    pipeline's own) and the panel pipeline's VAE, tokenizer and scheduler, through
-    diffusers' image-to-image pipeline."""
+    optionally ``text_encoder/`` and ``vae/``, saved by diffusers / transformers; None: the
+    panel pipeline's own) and the panel pipeline's tokenizer and scheduler (and its VAE and
+    text encoder where the folder has none), through diffusers' image-to-image pipeline."""
 
     def __init__(self, pipe, folder: Path | None, strength: float = 0.6):
         import torch
@@ -98,8 +98,13 @@ class FacePainter:
             from transformers import CLIPTextModel
 
             text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype)
+        vae = pipe.vae
+        if folder is not None and (folder / "vae").is_dir():  # a face model of its own latents
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype).to(device)
         self.pipe = StableDiffusionImg2ImgPipeline(
-            vae=pipe.vae,
+            vae=vae,
             text_encoder=text_encoder.to(device),
             tokenizer=pipe.tokenizer,
             unet=unet.to(device),

@@ -105,16 +105,21 @@ def test_only_the_face_square_is_repainted(model):
     assert np.array_equal(np.asarray(again), np.asarray(repainted))  # seeded
 
 
-def test_a_face_painter_reads_an_own_text_encoder(model, tmp_path):
+def test_a_face_painter_reads_an_own_text_encoder_and_vae(model, tmp_path):
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
     folder = shutil.copytree(model / "faces", tmp_path / "faces")
     CLIPTextModel.from_pretrained(TINY, subfolder="text_encoder").save_pretrained(
         folder / "text_encoder"
     )
+    AutoencoderKL.from_pretrained(TINY, subfolder="vae").save_pretrained(folder / "vae")
     painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
     faces = FacePainter(painter.pipe, folder)
     assert faces.pipe.text_encoder is not painter.pipe.text_encoder
+    assert faces.pipe.vae is not painter.pipe.vae
+    own = FacePainter(painter.pipe, None)  # faces = "own": the panel's model
+    assert own.pipe.unet is painter.pipe.unet and own.pipe.vae is painter.pipe.vae
     image = Image.new("RGB", (64, 96), (200, 180, 90))
     out = faces.repaint(image, [Face("a cat", position_box("right"))], seed=1, steps=2, guidance=3)
     assert out.size == image.size and out.tobytes() != image.tobytes()
