@@ -206,11 +206,13 @@ def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guida
 
 def face_painter(pipe, spec: str, model: Path | str | None = None, strength: float = 0.6):
     """The face pass for ``--faces``: "auto" (the ``faces/`` folder of the ``model``
-    folder, if it has one), "none" or a face-model folder."""
+    folder, if it has one), "own" (the model itself), "none" or a face-model folder."""
     from comicgen.faces import FacePainter
 
     if spec == "none":
         return None
+    if spec == "own":
+        return FacePainter(pipe, None, strength)
     folder = Path(model or DEFAULT_MODEL) / "faces" if spec == "auto" else Path(spec)
     return FacePainter(pipe, folder, strength) if (folder / "unet").is_dir() else None
 
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         "--faces",
         default="auto",
         help="the face pass (comicgen render's [render] faces): auto (the model's faces/ "
-        "folder, if it has one), none, or a face-model folder",
+        "folder, if it has one), own (the model itself), none, or a face-model folder",
     )
     ap.add_argument(
         "--face-strength",
