@@ -69,14 +69,16 @@ def panel_faces(prompt: str, characters) -> tuple[Face, ...]:
     return tuple(out)
 
 
-def window(side: int, feather: float = 0.25):
-    """A soft square mask (PIL "L", ``side`` pixels): 255 inside, ramping to 0 over the
-    outer ``feather`` of each half-side, so a pasted crop leaves no seam."""
+def window(side: int, inner: float = 0.3, outer: float = 0.85):
+    """A soft square mask (PIL "L", ``side`` pixels) for pasting a repainted crop: 255 within
+    ``inner`` of the half-side from the centre (the face), falling to 0 at ``outer`` and
+    beyond, so the crop's edges - background the face model repaints from the character's
+    words alone - keep the painted panel and no seam shows."""
     import numpy as np
     from PIL import Image
 
-    r = np.abs(np.arange(side) + 0.5 - side / 2) / max(side / 2 - 0.5, 0.5)  # 0 .. 1 edge
-    ramp = np.clip((1.0 - r) / max(feather, 1e-6), 0.0, 1.0)
+    r = np.abs(np.arange(side) + 0.5 - side / 2) / (side / 2)  # 0 centre .. 1 edge
+    ramp = np.clip((outer - r) / (outer - inner), 0.0, 1.0)
     return Image.fromarray((np.outer(ramp, ramp) * 255).round().astype(np.uint8), "L")
 
 
@@ -86,7 +88,7 @@ class FacePainter:
     panel pipeline's own) and the panel pipeline's tokenizer and scheduler (and its VAE and
     text encoder where the folder has none), through diffusers' image-to-image pipeline."""
 
-    def __init__(self, pipe, folder: Path | None, strength: float = 0.6):
+    def __init__(self, pipe, folder: Path | None, strength: float = 0.75):
         import torch
         from diffusers import StableDiffusionImg2ImgPipeline, UNet2DConditionModel
 

@@ -74,7 +74,7 @@ class PanelJob:
     faces: tuple = ()  # comicgen.faces.Face of each character the face pass repaints
     face_model: str = ""  # the face model's folder ([render] faces); "": no face pass
     face_model_id: str = ""  # its fingerprint (in the key)
-    face_strength: float = 0.6
+    face_strength: float = 0.75
     key: str = ""
 
     @property

@@ -107,7 +107,7 @@ class PaintJob:
     infusion_unet: str = ""  # the U-Net folder of an infused panel ([infusion] unet); "": own
     faces: Sequence[Any] = ()  # comicgen.faces.Face: the faces the face pass repaints
     face_model: str = ""  # the face pass's model folder; "": no face pass
-    face_strength: float = 0.6
+    face_strength: float = 0.75
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)

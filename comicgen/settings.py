@@ -180,7 +180,7 @@ class RenderSettings(Strict):
         "optionally text_encoder/) relative to the workspace.",
     )
     face_strength: float = Field(
-        0.6,
+        0.75,
         gt=0.0,
         le=1.0,
         description="How much of each face crop the face pass repaints (image-to-image "

@@ -204,7 +204,7 @@ def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guida
     )
 
 
-def face_painter(pipe, spec: str, model: Path | str | None = None, strength: float = 0.6):
+def face_painter(pipe, spec: str, model: Path | str | None = None, strength: float = 0.75):
     """The face pass for ``--faces``: "auto" (the ``faces/`` folder of the ``model``
     folder, if it has one), "own" (the model itself), "none" or a face-model folder."""
     from comicgen.faces import FacePainter
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--face-strength",
         type=float,
-        default=0.6,
+        default=0.75,
         help="the face pass's image-to-image strength (comicgen's [render] face_strength)",
     )
     ap.add_argument("--grid", type=Path, default=None, help="also write the samples grid PNG here")
