@@ -122,26 +122,36 @@ class FacePainter:
         self._torch = torch
 
     def repaint(self, image, faces, *, seed: int, steps: int, guidance: float, negative=""):
-        """``image`` with each face of ``faces`` repainted (a new image; seeded per face)."""
+        """``image`` with each face of ``faces`` repainted (a new image; seeded per face, all
+        of a panel's faces in one batch)."""
         from PIL import Image
 
-        out = image.copy()
-        for i, face in enumerate(faces):
+        if not faces:
+            return image.copy()
+        squares, crops = [], []
+        for face in faces:
             x0, y0, x1, y1 = face_square(face.box, image.width, image.height)
             left, top, side = round(x0), round(y0), max(8, round(x1 - x0))
-            crop = out.crop((left, top, left + side, top + side))
-            big = crop.resize((self.native, self.native), Image.Resampling.LANCZOS)
-            with self._torch.inference_mode():
-                painted = self.pipe(
-                    prompt=face.clause,
-                    negative_prompt=negative or None,
-                    image=big,
-                    strength=self.strength,
-                    # the image-to-image pipeline runs int(steps * strength) of them
-                    num_inference_steps=max(steps, math.ceil(1 / self.strength)),
-                    guidance_scale=guidance,
-                    generator=self._torch.Generator("cpu").manual_seed(seed + 7919 * (i + 1)),
-                ).images[0]
-            small = painted.resize((side, side), Image.Resampling.LANCZOS)
+            squares.append((left, top, side))
+            crop = image.crop((left, top, left + side, top + side))
+            crops.append(crop.resize((self.native, self.native), Image.Resampling.LANCZOS))
+        gens = [
+            self._torch.Generator("cpu").manual_seed(seed + 7919 * (i + 1))
+            for i in range(len(faces))
+        ]
+        with self._torch.inference_mode():
+            painted = self.pipe(
+                prompt=[f.clause for f in faces],
+                negative_prompt=[negative] * len(faces) if negative else None,
+                image=crops,
+                strength=self.strength,
+                # the image-to-image pipeline runs int(steps * strength) of them
+                num_inference_steps=max(steps, math.ceil(1 / self.strength)),
+                guidance_scale=guidance,
+                generator=gens,
+            ).images
+        out = image.copy()
+        for (left, top, side), face_image in zip(squares, painted, strict=True):
+            small = face_image.resize((side, side), Image.Resampling.LANCZOS)
             out.paste(small, (left, top), window(side))
         return out
