@@ -285,10 +285,12 @@ def model_faces(model_folder: Path, data: dict) -> Path | None:
 def resolve_faces(
     setting: str | None, info: ModelInfo | None, base: Path | None
 ) -> Path | str | None:
-    """The face-model folder ``[render] faces`` names (None or "auto": the one the model
-    ships, if any), "own" (the panel's own U-Net and text encoder, as ADetailer repaints
-    with the model that painted), or None: no face pass."""
-    if setting is None or setting == "auto":
+    """The face-model folder ``[render] faces`` names ("auto": the one the model ships, if
+    any), "own" (the panel's own U-Net and text encoder, as ADetailer repaints with the
+    model that painted), or None: no face pass (the default, None, and "none")."""
+    if setting is None:
+        return None
+    if setting == "auto":
         return info.faces if info is not None else None
     if setting in ("none", "own"):
         return None if setting == "none" else "own"

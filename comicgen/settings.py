@@ -174,10 +174,12 @@ class RenderSettings(Strict):
         description="The face pass, run on each painted panel before upscaling: every "
         "character the prompt names gets its face repainted in a close crop from its own "
         "clause of the prompt (how small faces come to show the asked expression and "
-        "facing). 'auto' or empty: the face model the panel's model ships, none for "
-        "others; 'own': the panel's own model repaints the crops (ADetailer's way, for "
-        "large checkpoints); 'none': off; or a face-model folder (with unet/ and "
-        "optionally text_encoder/) relative to the workspace.",
+        "facing). Empty or 'none': off (the default: on infused panels the face model "
+        "does not see the character's sheet and can paint over its details); 'auto': "
+        "the face model the panel's model ships (the bundled one does); 'own': the "
+        "panel's own model repaints the crops (ADetailer's way, for large checkpoints); "
+        "or a face-model folder (with unet/ and optionally text_encoder/ and vae/) "
+        "relative to the workspace.",
     )
     face_strength: float = Field(
         0.75,
@@ -193,8 +195,10 @@ class RenderSettings(Strict):
         if value is None:
             return None
         value = value.strip()
-        if value.lower() in ("", "auto", "none", "own"):
-            return value.lower() or None
+        if value.lower() in ("", "none"):
+            return None
+        if value.lower() in ("auto", "own"):
+            return value.lower()
         return value
 
     @field_validator("upscale")

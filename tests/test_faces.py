@@ -128,7 +128,8 @@ def test_a_face_painter_reads_an_own_text_encoder_and_vae(model, tmp_path):
 def test_the_setting_names_the_model_s_faces_none_or_a_folder(model, tmp_path):
     info = inspect_model(str(model))
     assert info.faces == model / "faces"
-    assert resolve_faces(None, info, None) == resolve_faces("auto", info, None) == model / "faces"
+    assert resolve_faces("auto", info, None) == model / "faces"
+    assert resolve_faces(None, info, None) is None  # the default: off
     assert resolve_faces("none", info, None) is None
     assert resolve_faces("own", info, None) == "own"
     assert resolve_faces("auto", inspect_model(str(TINY)), None) is None  # ships none
@@ -165,7 +166,9 @@ def test_render_keys_and_errors(model, tmp_path):
         with Library.open(here.db_path, here.cache_dir) as library:
             return plan(here, story, library).jobs
 
-    config()
+    config()  # off by default
+    assert jobs()[1].face_model == ""
+    config('faces = "auto"\n')
     tree, pip = jobs()
     assert tree.faces == () and tree.face_model == ""
     assert [f.clause for f in pip.faces] == ["a red circle character looking sad"]
@@ -178,7 +181,7 @@ def test_render_keys_and_errors(model, tmp_path):
     face_model(model / "faces", seed=2)
     out = runner.invoke(app, args)
     assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
-    config("face_strength = 0.4\n")
+    config('faces = "auto"\nface_strength = 0.4\n')
     out = runner.invoke(app, args)
     assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
     config('faces = "none"\n')

@@ -318,9 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--faces",
-        default="auto",
-        help="the face pass (comicgen render's [render] faces): auto (the model's faces/ "
-        "folder, if it has one), own (the model itself), none, or a face-model folder",
+        default="none",
+        help="the face pass (comicgen render's [render] faces): none (the default), auto "
+        "(the model's faces/ folder, if it has one), own (the model itself), or a folder",
     )
     ap.add_argument(
         "--face-strength",
