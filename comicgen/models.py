@@ -273,7 +273,7 @@ def model_faces(model_folder: Path, data: dict) -> Path | None:
     if not name:
         return None
     folder = model_folder / name
-    if not (folder / "unet" / "config.json").is_file():
+    if not _is_face_model(folder):
         raise ModelError(
             f"{model_folder / 'comicgen.json'}: faces '{name}' is not a face-model folder",
             hint="it names a subfolder holding unet/ (and optionally text_encoder/); fix or "
@@ -288,22 +288,26 @@ def resolve_faces(
     """The face-model folder ``[render] faces`` names ("auto": the one the model ships, if
     any), "own" (the panel's own U-Net and text encoder, as ADetailer repaints with the
     model that painted), or None: no face pass (the default, None, and "none")."""
-    if setting is None:
+    if setting is None or setting == "none":
         return None
+    if setting == "own":
+        return "own"
     if setting == "auto":
         return info.faces if info is not None else None
-    if setting in ("none", "own"):
-        return None if setting == "none" else "own"
     path = Path(setting).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
-    if not (path / "unet" / "config.json").is_file():
+    if not _is_face_model(path):
         raise ModelError(
             f"faces '{setting}' is not a face-model folder (no unet/config.json in it)",
-            hint='set [render] faces to "auto", "none" or a folder holding unet/ (and '
-            "optionally text_encoder/) saved by diffusers",
+            hint='set [render] faces to "auto", "own", "none" or a folder holding unet/ '
+            "(and optionally text_encoder/ and vae/) saved by diffusers",
         )
     return path.resolve()
+
+
+def _is_face_model(folder: Path) -> bool:
+    return (folder / "unet" / "config.json").is_file()
 
 
 def resolve_infusion_unet(setting: str, info: ModelInfo | None, base: Path | None) -> Path | None:

@@ -9,8 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-from diffusers import UNet2DConditionModel
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,16 +24,12 @@ from comicgen.settings import ModelSettings
 from comicgen.workspace import Workspace
 from tests.helpers import tiny_workspace
 from tests.support.tiny import TINY
+from tests.test_infusion_unet import trained_unet
 
 
 def face_model(folder, seed=1):
-    """The tiny model's U-Net with its weights moved: stands in for a trained face model."""
-    unet = UNet2DConditionModel.from_pretrained(TINY, subfolder="unet")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    unet.save_pretrained(folder / "unet")
+    """A stand-in trained face model: the tiny U-Net with its weights moved, in unet/."""
+    trained_unet(folder / "unet", seed)
     return folder
 
 

@@ -205,16 +205,20 @@ def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guida
 
 
 def face_painter(pipe, spec: str, model: Path | str | None = None, strength: float = 0.75):
-    """The face pass for ``--faces``: "auto" (the ``faces/`` folder of the ``model``
-    folder, if it has one), "own" (the model itself), "none" or a face-model folder."""
+    """The face pass for ``--faces``, resolved as ``[render] faces`` is
+    (:func:`comicgen.models.resolve_faces`: "auto" is the face model the ``model`` folder's
+    comicgen.json names, "own" the model itself, a missing folder an error); None: off."""
+    from comicgen.errors import ModelError
     from comicgen.faces import FacePainter
+    from comicgen.models import inspect_model, resolve_faces
 
-    if spec == "none":
+    try:
+        folder = resolve_faces(spec, inspect_model(str(model or DEFAULT_MODEL)), Path.cwd())
+    except ModelError as exc:
+        raise SystemExit(f"--faces: {exc.message} ({exc.hint})") from None
+    if folder is None:
         return None
-    if spec == "own":
-        return FacePainter(pipe, None, strength)
-    folder = Path(model or DEFAULT_MODEL) / "faces" if spec == "auto" else Path(spec)
-    return FacePainter(pipe, folder, strength) if (folder / "unet").is_dir() else None
+    return FacePainter(pipe, None if folder == "own" else folder, strength)
 
 
 def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R.Reading) -> str:
