@@ -292,10 +292,17 @@ class Method:
     placement: str = "position"  # "position" or "box" (the toy world's own layout)
     count: int = 1  # characters per panel
     story: bool = False  # also run the 6-panel stories
+    # the face pass after painting (comicgen.faces): {"model": a face folder, relative to
+    # the model or absolute, or "own"; "strength"; "infusion": settings to infuse the
+    # character's sheet into the crop, or absent for a face pass without the sheet}
+    faces: dict | None = None
 
 
 ATTENTION = {"levels": ["attention"], "attention": {"weight": 1.0}}
 ATTENTION_OUT = {"levels": ["attention", "out"], "layers": {"down": [0.0], "mid": 0.0, "up": [0.0]}}
+
+
+FACES = {"model": "faces", "strength": 0.75}  # the face pass as [render] faces = "auto"
 
 
 def methods() -> list[Method]:
@@ -314,6 +321,14 @@ def methods() -> list[Method]:
         Method("attention", "infusion", settings=ATTENTION, story=True),
         Method("attention-2x", "infusion", settings={**ATTENTION, "attention": {"weight": 2.0}}),
         Method("attention+out", "infusion", settings=ATTENTION_OUT),
+        Method("infused+faces", "infusion", settings={}, story=True, faces=FACES),
+        Method(
+            "infused+faces-infused",
+            "infusion",
+            settings={},
+            story=True,
+            faces={**FACES, "infusion": {}},
+        ),
         Method("plain-2", "plain", count=2),
         Method("regional-2", "infusion", settings={}, count=2),
         Method("attention-2", "infusion", settings=ATTENTION, count=2),
@@ -370,6 +385,44 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, unets, model):
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
 
 
+_FACE_PAINTERS: dict = {}
+
+
+def face_pass(pipe, method: Method, panel: Panel, image, args, model):
+    """``image`` after ``method``'s face pass: each character's face repainted from its
+    clause of the prompt (with its sheet infused when the method says so)."""
+    from comicgen.faces import Face, FacePainter
+    from comicgen.infusion import position_box
+    from comicgen.settings import InfusionSettings, panel_infusion
+
+    spec = method.faces
+    name = spec.get("model", "faces")
+    folder = None if name == "own" else Path(args.model) / name
+    key = (str(folder), spec.get("strength", 0.75))
+    if key not in _FACE_PAINTERS:
+        _FACE_PAINTERS[key] = FacePainter(pipe, folder, key[1])
+    painter = _FACE_PAINTERS[key]
+    facing = facing_supported()
+    refs = character_refs(panel, method.placement)
+    faces = [
+        Face(_clause(ch, pos, facing), ref.box or position_box(ref.position))
+        for ch, pos, ref in zip(panel.characters, panel.positions, refs, strict=True)
+    ]
+    infusion = None
+    if "infusion" in spec:
+        recommended = model.infusion if model is not None else {}
+        infusion = panel_infusion(recommended, InfusionSettings(**spec["infusion"]))
+    return painter.repaint(
+        image,
+        faces,
+        seed=panel.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        refs=refs if infusion else None,
+        infusion=infusion,
+    )
+
+
 def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], args, unets, model):
     img2img = None
     if method.kind == "img2img":
@@ -380,6 +433,8 @@ def run_method(pipe, method: Method, panels: list[Panel], stories: list[Panel], 
 
     def painted(panel: Panel):
         image = paint(pipe, img2img, method, panel, args, unets, model)
+        if method.faces:
+            image = face_pass(pipe, method, panel, image, args, model)
         if args.save:
             folder = Path(args.save) / method.name
             folder.mkdir(parents=True, exist_ok=True)
@@ -559,7 +614,8 @@ def main(argv: list[str] | None = None) -> None:
         "--extra",
         default="",
         help='more infusion methods as JSON (or @file.json), e.g. \'{"w2": {"weight": 2.0}}\' '
-        '(keys "count": 2 or 3, "story": true and "placement": "box" pick the panels)',
+        '(keys "count": 2 or 3, "story": true and "placement": "box" pick the panels; '
+        '"faces": {"model": "faces", "strength": 0.75, "infusion": {...}} adds the face pass)',
     )
     args = ap.parse_args(argv)
     if args.from_json:
@@ -600,9 +656,16 @@ def main(argv: list[str] | None = None) -> None:
             spec = dict(spec)
             count, story = spec.pop("count", 1), spec.pop("story", False)
             placement = spec.pop("placement", "position")
+            faces = spec.pop("faces", None)
             chosen.append(
                 Method(
-                    name, "infusion", settings=spec, placement=placement, count=count, story=story
+                    name,
+                    "infusion",
+                    settings=spec,
+                    placement=placement,
+                    count=count,
+                    story=story,
+                    faces=faces,
                 )
             )
     if not chosen:

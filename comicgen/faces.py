@@ -69,6 +69,20 @@ def panel_faces(prompt: str, characters) -> tuple[Face, ...]:
     return tuple(out)
 
 
+def crop_box(box: Box, square: tuple[float, float, float], width: float, height: float):
+    """``box`` (fractions of a ``width`` x ``height`` panel) as fractions of the square crop
+    ``square`` = (left, top, side) in pixels, clipped to the crop; None when it misses it."""
+    left, top, side = square
+    x0, y0, x1, y1 = box
+    out = (
+        min(max((x0 * width - left) / side, 0.0), 1.0),
+        min(max((y0 * height - top) / side, 0.0), 1.0),
+        min(max((x1 * width - left) / side, 0.0), 1.0),
+        min(max((y1 * height - top) / side, 0.0), 1.0),
+    )
+    return out if out[2] - out[0] > 0.05 and out[3] - out[1] > 0.05 else None
+
+
 def window(side: int, inner: float = 0.3, outer: float = 0.85):
     """A soft square mask (PIL "L", ``side`` pixels) for pasting a repainted crop: 255 within
     ``inner`` of the half-side from the centre (the face), falling to 0 at ``outer`` and
@@ -120,10 +134,29 @@ class FacePainter:
         self.folder = folder
         self.native = unet.config.sample_size * self.pipe.vae_scale_factor
         self._torch = torch
+        self.cache = None  # the infusion's feature cache, made on first use
 
-    def repaint(self, image, faces, *, seed: int, steps: int, guidance: float, negative=""):
-        """``image`` with each face of ``faces`` repainted (a new image; seeded per face, all
-        of a panel's faces in one batch)."""
+    def repaint(
+        self,
+        image,
+        faces,
+        *,
+        seed: int,
+        steps: int,
+        guidance: float,
+        negative="",
+        refs=None,
+        infusion=None,
+    ):
+        """``image`` with each face of ``faces`` repainted (a new image; seeded per face).
+
+        Without ``refs``, all of a panel's faces go in one batch. With ``refs`` (one
+        :class:`~comicgen.infusion.CharacterRefs` or None per face) and ``infusion`` (its
+        settings), each face is repainted on its own with its character's sheet infused
+        (the character's box moved into the crop), so that the repainted face keeps what
+        the sheet shows."""
+        from dataclasses import replace
+
         from PIL import Image
 
         if not faces:
@@ -135,23 +168,58 @@ class FacePainter:
             squares.append((left, top, side))
             crop = image.crop((left, top, left + side, top + side))
             crops.append(crop.resize((self.native, self.native), Image.Resampling.LANCZOS))
-        gens = [
-            self._torch.Generator("cpu").manual_seed(seed + 7919 * (i + 1))
-            for i in range(len(faces))
-        ]
-        with self._torch.inference_mode():
-            painted = self.pipe(
-                prompt=[f.clause for f in faces],
-                negative_prompt=[negative] * len(faces) if negative else None,
-                image=crops,
-                strength=self.strength,
-                # the image-to-image pipeline runs int(steps * strength) of them
-                num_inference_steps=max(steps, math.ceil(1 / self.strength)),
-                guidance_scale=guidance,
-                generator=gens,
-            ).images
+        seeds = [seed + 7919 * (i + 1) for i in range(len(faces))]
+        call = dict(
+            strength=self.strength,
+            # the image-to-image pipeline runs int(steps * strength) of them
+            num_inference_steps=max(steps, math.ceil(1 / self.strength)),
+            guidance_scale=guidance,
+        )
+        infuse = infusion is not None and infusion.weight > 0 and refs and any(refs)
+        if not infuse:
+            painted = self._paint([f.clause for f in faces], crops, seeds, negative, call)
+        else:
+            painted = []
+            for face, crop, square, ref, s in zip(faces, crops, squares, refs, seeds, strict=True):
+                box = ref and crop_box(ref.box or face.box, square, image.width, image.height)
+                chars = [replace(ref, box=box, position=None)] if box else []
+                painted += self._paint(
+                    [face.clause], [crop], [s], negative, call, chars, infusion, seed
+                )
         out = image.copy()
         for (left, top, side), face_image in zip(squares, painted, strict=True):
             small = face_image.resize((side, side), Image.Resampling.LANCZOS)
             out.paste(small, (left, top), window(side))
         return out
+
+    def _paint(self, clauses, crops, seeds, negative, call, chars=(), infusion=None, ref_seed=0):
+        from contextlib import nullcontext
+
+        from comicgen.infusion import infused
+
+        torch = self._torch
+        context = nullcontext()
+        if chars:
+            if self.cache is None:
+                from comicgen.infusion import FeatureCache
+
+                self.cache = FeatureCache(max(1, infusion.cache_mb) * 1024**2)
+            context = infused(
+                self.pipe,
+                list(chars),
+                infusion,
+                height=self.native,
+                width=self.native,
+                num_inference_steps=call["num_inference_steps"],
+                guidance_scale=call["guidance_scale"],
+                seed=ref_seed,
+                cache=self.cache,
+            )
+        with torch.inference_mode(), context:
+            return self.pipe(
+                prompt=list(clauses),
+                negative_prompt=[negative] * len(clauses) if negative else None,
+                image=list(crops),
+                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                **call,
+            ).images

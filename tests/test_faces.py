@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 
 from comicgen.cli import app
 from comicgen.errors import ModelError
-from comicgen.faces import Face, FacePainter, character_clause, face_square, panel_faces
+from comicgen.faces import (
+    Face,
+    FacePainter,
+    character_clause,
+    crop_box,
+    face_square,
+    panel_faces,
+)
 from comicgen.infusion.refs import position_box
 from comicgen.jobs import CharacterSpec, plan
 from comicgen.library import Library
@@ -190,3 +197,35 @@ def test_render_keys_and_errors(model, tmp_path):
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert out.exit_code == 2 and len(lines) == 1, out.output
     assert "s.yaml" in lines[0] and "nowhere" in lines[0] and "Traceback" not in out.output
+
+
+def test_crop_box_moves_a_character_into_its_face_square():
+    box = position_box("left")
+    left, top, x1, _ = face_square(box, 64, 64)
+    square = (left, top, x1 - left)
+    cx0, cy0, cx1, cy1 = crop_box(box, square, 64, 64)
+    # the character's box, in the crop's fractions: its bottom edge is the crop's
+    assert cy1 == pytest.approx(1.0) and 0 <= cx0 < cx1 <= 1 and 0 <= cy0 < cy1
+    assert (cx0 + cx1) / 2 == pytest.approx(0.5, abs=0.02)
+    assert crop_box((0.9, 0.0, 1.0, 0.1), square, 64, 64) is None  # misses the crop
+
+
+def test_an_infused_face_pass_reads_the_sheet_and_weight_0_does_not(model):
+    from comicgen.infusion import CharacterRefs
+    from comicgen.settings import InfusionSettings
+
+    painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
+    faces = FacePainter(painter.pipe, model / "faces")
+    image = Image.new("RGB", (64, 64), (90, 150, 220))
+    face = Face("a red circle character looking sad", position_box("center"))
+    sheet = Image.new("RGB", (64, 64), "white")
+    sheet.paste((200, 30, 30), (20, 10, 44, 60))
+    refs = [CharacterRefs("pip", [sheet], description="a red circle character")]
+    call = dict(seed=2, steps=4, guidance=3.0)
+    plain = faces.repaint(image, [face], **call)
+    off = faces.repaint(image, [face], **call, refs=refs, infusion=InfusionSettings(weight=0))
+    assert off.tobytes() == plain.tobytes()  # weight 0: the plain face pass, bit for bit
+    on = faces.repaint(image, [face], **call, refs=refs, infusion=InfusionSettings())
+    assert on.size == image.size and on.tobytes() != plain.tobytes()
+    again = faces.repaint(image, [face], **call, refs=refs, infusion=InfusionSettings())
+    assert again.tobytes() == on.tobytes()  # seeded, the feature cache changes nothing
