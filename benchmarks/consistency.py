@@ -398,10 +398,9 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
     spec = method.faces
     name = spec.get("model", "faces")
     folder = None if name == "own" else Path(args.model) / name
-    key = (str(folder), spec.get("strength", 0.75))
-    if key not in _FACE_PAINTERS:
-        _FACE_PAINTERS[key] = FacePainter(pipe, folder, key[1])
-    painter = _FACE_PAINTERS[key]
+    if str(folder) not in _FACE_PAINTERS:
+        _FACE_PAINTERS[str(folder)] = FacePainter(pipe, folder)
+    painter = _FACE_PAINTERS[str(folder)]
     facing = facing_supported()
     refs = character_refs(panel, method.placement)
     faces = [
@@ -418,6 +417,7 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
         seed=panel.seed,
         steps=args.steps,
         guidance=args.guidance,
+        strength=spec.get("strength", 0.75),
         refs=refs if infusion else None,
         infusion=infusion,
     )

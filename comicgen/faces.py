@@ -145,10 +145,12 @@ class FacePainter:
         steps: int,
         guidance: float,
         negative="",
+        strength: float | None = None,
         refs=None,
         infusion=None,
     ):
-        """``image`` with each face of ``faces`` repainted (a new image; seeded per face).
+        """``image`` with each face of ``faces`` repainted (a new image; seeded per face) at
+        ``strength`` (None: the painter's).
 
         Without ``refs``, all of a panel's faces go in one batch. With ``refs`` (one
         :class:`~comicgen.infusion.CharacterRefs` or None per face) and ``infusion`` (its
@@ -169,10 +171,11 @@ class FacePainter:
             crop = image.crop((left, top, left + side, top + side))
             crops.append(crop.resize((self.native, self.native), Image.Resampling.LANCZOS))
         seeds = [seed + 7919 * (i + 1) for i in range(len(faces))]
+        strength = self.strength if strength is None else strength
         call = dict(
-            strength=self.strength,
+            strength=strength,
             # the image-to-image pipeline runs int(steps * strength) of them
-            num_inference_steps=max(steps, math.ceil(1 / self.strength)),
+            num_inference_steps=max(steps, math.ceil(1 / strength)),
             guidance_scale=guidance,
         )
         infuse = infusion is not None and infusion.weight > 0 and refs and any(refs)

@@ -134,7 +134,7 @@ class Painter:
         self.unets = UnetSwap(pipe)
         self.memory = None  # the comicgen.memory.MemoryPlan it was placed by
         self.adapters = None  # comicgen.adapters.Adapters, once a LoRA or embedding is used
-        self._face_painters: dict = {}  # (face model folder, strength) -> FacePainter
+        self._face_painters: dict = {}  # face model folder -> its FacePainter
 
     @property
     def feature_cache(self):
@@ -282,17 +282,17 @@ class Painter:
             return image
         from comicgen.faces import FacePainter
 
-        key = (job.face_model, job.face_strength)
-        if key not in self._face_painters:
+        if job.face_model not in self._face_painters:  # one per face model, any strength
             folder = None if job.face_model == "own" else Path(job.face_model)
-            self._face_painters[key] = FacePainter(self.pipe, folder, job.face_strength)
-        return self._face_painters[key].repaint(
+            self._face_painters[job.face_model] = FacePainter(self.pipe, folder)
+        return self._face_painters[job.face_model].repaint(
             image,
             job.faces,
             seed=job.seed,
             steps=job.steps,
             guidance=job.guidance,
             negative=job.negative_prompt,
+            strength=job.face_strength,
         )
 
 
