@@ -54,6 +54,18 @@ def test_toy_pairs_show_other_faces_than_the_scene(tmp_path):
             assert wanted not in faces
 
 
+def test_pair_captions_name_the_facing_the_scene_draws():
+    from toyworld.pairs import make_pair
+
+    for i in range(12):
+        scene, _, caption = make_pair(3, i)
+        for ch in scene.characters:
+            assert f"looking {ch.expression} facing {ch.facing} " in caption, caption
+        assert "facing" not in make_pair(3, i, facing=False)[2]
+    looks = {ch.look for i in range(12) for ch in make_pair(3, i)[0].characters}
+    assert looks == {-1, 0, 1}
+
+
 def test_three_character_pairs_stand_left_center_right_in_a_wide_shot(tmp_path):
     meta = write_pairs(tmp_path / "pairs", 4, seed=5, three=1.0)
     items = [json.loads(line) for line in meta.read_text().splitlines()]

@@ -58,11 +58,12 @@ def other_views(ch: W.Character, rng: random.Random) -> list[W.Character]:
 
 
 def make_pair(
-    seed: int, index: int, three: float = THREE
+    seed: int, index: int, three: float = THREE, facing: bool = True
 ) -> tuple[W.Scene, list[list[W.Character]], str]:
     """(scene, per character its sheet views, caption) of pair ``index``; ``three``: the
     share of scenes with three characters (a wide shot without a prop, as the consistency
-    benchmark asks them)."""
+    benchmark asks them); ``facing``: the captions name each character's facing ("facing
+    left"), as the toy world's own captions do (the pairs before 2026-12-04 did not)."""
     rng = _rng(seed, index)
     scene = W.sample_scene(rng, sheet_fraction=0.0)
     if three and rng.random() < three:
@@ -81,7 +82,8 @@ def make_pair(
     clauses = []
     for c, p in zip(chars, scene.positions, strict=True):
         who = W.describe(c) if named else "a character"
-        clauses.append(f"{who} looking {c.expression} {W.POSITION_PHRASE[p]}")
+        turn = f" facing {c.facing}" if facing else ""
+        clauses.append(f"{who} looking {c.expression}{turn} {W.POSITION_PHRASE[p]}")
     clauses += [
         W.SHOT_PHRASE[scene.shot],
         f"{scene.sky} sky",
@@ -92,13 +94,18 @@ def make_pair(
 
 
 def write_pairs(
-    folder: Path, n: int, seed: int = 0, size: int = W.SIZE, three: float = THREE
+    folder: Path,
+    n: int,
+    seed: int = 0,
+    size: int = W.SIZE,
+    three: float = THREE,
+    facing: bool = True,
 ) -> Path:
     """Write ``n`` pairs (``size`` pixels) and their ``metadata.jsonl`` under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(n):
-        scene, views, caption = make_pair(seed, i, three)
+        scene, views, caption = make_pair(seed, i, three, facing)
         sub = folder / f"{i:05d}"
         sub.mkdir(exist_ok=True)
         W.render(scene, size).save(sub / "scene.png")
@@ -138,8 +145,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--three", type=float, default=THREE, help="share of scenes with three characters"
     )
+    ap.add_argument(
+        "--no-facing",
+        action="store_true",
+        help="leave the facing out of the captions (the pairs the shipped infusion U-Net "
+        "was trained on)",
+    )
     args = ap.parse_args(argv)
-    path = write_pairs(args.out, args.n, args.seed, args.size, args.three)
+    path = write_pairs(args.out, args.n, args.seed, args.size, args.three, not args.no_facing)
     print(f"{args.n} pairs: {path}")
 
 
