@@ -182,3 +182,18 @@ def test_the_recipe_phase_trains_goes_on_and_installs_next_to_the_own_unet(tmp_p
     name, weight = next(iter(phase_2.named_parameters()))
     assert torch.equal(dict(installed.named_parameters())[name].float(), weight.half().float())
     assert not torch.equal(dict(own.named_parameters())[name], weight)
+
+
+def test_face_pairs_crop_one_character_with_its_box_and_other_faces(tmp_path):
+    from toyworld.face_pairs import write_face_pairs
+
+    meta = write_face_pairs(tmp_path / "faces", 4, seed=2)
+    data = PairFolder(tmp_path / "faces", 64)
+    for i, line in enumerate(meta.read_text().splitlines()):
+        item = json.loads(line)
+        (ch,) = item["characters"]
+        x0, y0, x1, y1 = ch["box"]
+        # the crop stands on the character: its box holds the crop's centre column
+        assert 0.0 <= x0 < 0.5 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
+        assert " looking " in item["caption"] and " facing " in item["caption"]
+        assert data[i]["scene"].size == (64, 64) and len(data[i]["refs"][0].images) >= 1

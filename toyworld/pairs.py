@@ -93,6 +93,17 @@ def make_pair(
     return scene, views, ", ".join(clauses)
 
 
+def write_sheets(sub: Path, k: int, views: list[W.Character], size: int) -> list[str]:
+    """Render character ``k``'s sheet ``views`` into ``sub``; their paths, relative to the
+    folder that holds ``sub``."""
+    sheets = []
+    for j, v in enumerate(views):
+        sheet = W.Scene(kind="sheet", characters=(v,), positions=("center",))
+        W.render(sheet, size).save(sub / f"c{k}-{j}.png")
+        sheets.append(f"{sub.name}/c{k}-{j}.png")
+    return sheets
+
+
 def write_pairs(
     folder: Path,
     n: int,
@@ -111,14 +122,9 @@ def write_pairs(
         W.render(scene, size).save(sub / "scene.png")
         characters = []
         for k, (ch, vs) in enumerate(zip(scene.characters, views, strict=True)):
-            sheets = []
-            for j, v in enumerate(vs):
-                sheet = W.Scene(kind="sheet", characters=(v,), positions=("center",))
-                W.render(sheet, size).save(sub / f"c{k}-{j}.png")
-                sheets.append(f"{sub.name}/c{k}-{j}.png")
             characters.append(
                 {
-                    "sheets": sheets,
+                    "sheets": write_sheets(sub, k, vs, size),
                     "description": W.describe(ch, color=False, shape=False, hat=False),
                     "box": character_box(scene.shot, scene.positions, k),
                 }

@@ -1,0 +1,92 @@
+"""Infusion training pairs for the face pass: a character's sheet views -> its face crop.
+
+The face pass (``comicgen.faces``) repaints a close crop of each character; with the
+character's sheet infused into that repaint, its U-Net must learn to take the identity from
+the sheet and the expression and facing from the clause, at the crop's scale. Each pair is
+one character's jittered face square (``toyworld.face_crops.crop_box``) cut from a square
+scene rendered at three pixels a unit, its clause as caption ("a character looking sad
+facing left on the right"; the identity named in a quarter of them, as ``toyworld.pairs``),
+the character's box moved into the crop, and sheet views with other expressions and
+facings. Same folder format as ``toyworld.pairs``::
+
+    python -m toyworld.face_pairs --out face-pairs --n 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from toyworld import face_crops as F
+from toyworld import pairs as P
+from toyworld import world as W
+
+
+def make_face_pair(seed: int, index: int):
+    """(scene, character index, crop square in 64-units, sheet views, caption, box in the
+    crop's fractions) of face pair ``index``."""
+    rng = P._rng(seed, index)
+    scene = W.sample_scene(rng, 0.0, "square")
+    k = rng.randrange(len(scene.characters))
+    ch, position = scene.characters[k], scene.positions[k]
+    square = F.crop_box(scene, k, rng)
+    views = P.other_views(ch, rng)
+    who = W.describe(ch) if rng.random() < P.IDENTITY_IN_CAPTION else "a character"
+    caption = f"{who} looking {ch.expression} facing {ch.facing} {W.POSITION_PHRASE[position]}"
+    x0, y0, x1, y1 = square
+    side = x1 - x0
+    bx0, by0, bx1, by1 = (v * W.SIZE for v in P.character_box(scene.shot, scene.positions, k))
+    box = [
+        min(max((bx0 - x0) / side, 0.0), 1.0),
+        min(max((by0 - y0) / side, 0.0), 1.0),
+        min(max((bx1 - x0) / side, 0.0), 1.0),
+        min(max((by1 - y0) / side, 0.0), 1.0),
+    ]
+    return scene, k, square, views, caption, box
+
+
+def write_face_pairs(folder: Path, n: int, seed: int = 0, size: int = W.SIZE) -> Path:
+    """Write ``n`` face pairs (``size`` pixels) and their ``metadata.jsonl`` under ``folder``."""
+    from PIL import Image
+
+    from toyworld import drawing as D
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    f = F.RENDER_SCALE
+    for i in range(n):
+        scene, k, (x0, y0, x1, y1), views, caption, box = make_face_pair(seed, i)
+        sub = folder / f"{i:05d}"
+        sub.mkdir(exist_ok=True)
+        big = D.render(scene, W.SIZE * f)
+        crop = big.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))
+        crop.resize((size, size), Image.Resampling.LANCZOS).save(sub / "scene.png")
+        character = {
+            "sheets": P.write_sheets(sub, 0, views, size),
+            "description": W.describe(scene.characters[k], color=False, shape=False, hat=False),
+            "box": box,
+        }
+        item = {"scene": f"{sub.name}/scene.png", "caption": caption, "characters": [character]}
+        lines.append(json.dumps(item))
+    tmp = folder / "metadata.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(folder / "metadata.jsonl")
+    return folder / "metadata.jsonl"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m toyworld.face_pairs", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=W.SIZE)
+    args = ap.parse_args(argv)
+    path = write_face_pairs(args.out, args.n, args.seed, args.size)
+    print(f"{args.n} face pairs: {path}")
+
+
+if __name__ == "__main__":
+    main()
