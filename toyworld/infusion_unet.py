@@ -73,12 +73,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs-n", type=int, default=4000)
     ap.add_argument("--pairs-seed", type=int, default=11)
     ap.add_argument("--pairs-three", type=float, default=0.0, help="share of three-character pairs")
+    ap.add_argument(
+        "--pairs-facing",
+        action="store_true",
+        help="captions that name the facing (the shipped stages' pairs do not)",
+    )
     ap.add_argument("--install", action="store_true", help="install the result in --model")
     ap.add_argument("--device", default="cpu")
     args, rest = ap.parse_known_args(argv)
     if not (args.pairs / "metadata.jsonl").is_file():
         print(f"writing {args.pairs_n} pairs to {args.pairs} …", flush=True)
-        write_pairs(args.pairs, args.pairs_n, args.pairs_seed, three=args.pairs_three)
+        write_pairs(
+            args.pairs,
+            args.pairs_n,
+            args.pairs_seed,
+            three=args.pairs_three,
+            facing=args.pairs_facing,
+        )
     settings = {"levels": LEVELS}
     device = ["--device", "cpu"] if args.device == "cpu" else []
     train_argv = [
