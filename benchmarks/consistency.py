@@ -76,9 +76,15 @@ def facing_phrase(look: int) -> str | None:
     from toyworld import world as W
 
     base = W.character_clause(W.Character(), None)
-    other = W.character_clause(replace(W.Character(), look=look), None)
+    ch = replace(W.Character(), look=look)
+    other = W.character_clause(ch, None)
     if other == base:
         return None
+    # the words of the clause that say it: "facing left" (before 2026-12-04 the benchmark
+    # asked only the words that differ from looking ahead, "left", which no caption says)
+    phrase = f"facing {getattr(ch, 'facing', '')}"
+    if phrase in other:
+        return phrase
     words = [w for w in other.split() if w not in base.split()]
     return " ".join(words) or None
 

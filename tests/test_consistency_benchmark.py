@@ -37,6 +37,9 @@ def test_references_never_show_the_asked_expression_or_facing():
                     assert all(v.identity() == ch.identity() for v in views)
                     assert ch.look == 0 or all(v.look != ch.look for v in views)
                 assert f"looking {panel.characters[0].expression}" in panel.prompt
+                for ch in panel.characters:  # the facing in the toy world's own words
+                    if b.facing_supported() and ch.look:
+                        assert f"looking {ch.expression} facing {ch.facing} " in panel.prompt
     tune = {p.prompt for p in b.make_panels(8, 1, "tune")}
     report = {p.prompt for p in b.make_panels(8, 1, "report")}
     assert tune != report  # the splits are different panels
