@@ -82,11 +82,8 @@ def facing_phrase(look: int) -> str | None:
         return None
     # the words of the clause that say it: "facing left" (before 2026-12-04 the benchmark
     # asked only the words that differ from looking ahead, "left", which no caption says)
-    phrase = f"facing {getattr(ch, 'facing', '')}"
-    if phrase in other:
-        return phrase
-    words = [w for w in other.split() if w not in base.split()]
-    return " ".join(words) or None
+    phrase = f"facing {ch.facing}"
+    return phrase if phrase in other else None
 
 
 def facing_supported() -> bool:

@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from comicgen.faces import crop_box as box_in_square
 from toyworld import face_crops as F
 from toyworld import pairs as P
 from toyworld import world as W
@@ -34,15 +35,9 @@ def make_face_pair(seed: int, index: int):
     views = P.other_views(ch, rng)
     who = W.describe(ch) if rng.random() < P.IDENTITY_IN_CAPTION else "a character"
     caption = f"{who} looking {ch.expression} facing {ch.facing} {W.POSITION_PHRASE[position]}"
-    x0, y0, x1, y1 = square
-    side = x1 - x0
-    bx0, by0, bx1, by1 = (v * W.SIZE for v in P.character_box(scene.shot, scene.positions, k))
-    box = [
-        min(max((bx0 - x0) / side, 0.0), 1.0),
-        min(max((by0 - y0) / side, 0.0), 1.0),
-        min(max((bx1 - x0) / side, 0.0), 1.0),
-        min(max((by1 - y0) / side, 0.0), 1.0),
-    ]
+    x0, y0, x1, _ = square
+    panel_box = P.character_box(scene.shot, scene.positions, k)
+    box = box_in_square(panel_box, (x0, y0, x1 - x0), W.SIZE, W.SIZE)
     return scene, k, square, views, caption, box
 
 
@@ -62,17 +57,10 @@ def write_face_pairs(folder: Path, n: int, seed: int = 0, size: int = W.SIZE) ->
         big = D.render(scene, W.SIZE * f)
         crop = big.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))
         crop.resize((size, size), Image.Resampling.LANCZOS).save(sub / "scene.png")
-        character = {
-            "sheets": P.write_sheets(sub, 0, views, size),
-            "description": W.describe(scene.characters[k], color=False, shape=False, hat=False),
-            "box": box,
-        }
+        character = P.write_character(sub, 0, scene.characters[k], views, box, size)
         item = {"scene": f"{sub.name}/scene.png", "caption": caption, "characters": [character]}
         lines.append(json.dumps(item))
-    tmp = folder / "metadata.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(folder / "metadata.jsonl")
-    return folder / "metadata.jsonl"
+    return P.write_metadata(folder, lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,15 +93,26 @@ def make_pair(
     return scene, views, ", ".join(clauses)
 
 
-def write_sheets(sub: Path, k: int, views: list[W.Character], size: int) -> list[str]:
-    """Render character ``k``'s sheet ``views`` into ``sub``; their paths, relative to the
-    folder that holds ``sub``."""
+def write_character(
+    sub: Path, k: int, ch: W.Character, views: list[W.Character], box, size: int
+) -> dict:
+    """Character ``k`` of a pair in ``sub``: its sheet ``views`` rendered there, its
+    description and ``box`` (the ``characters`` entry of ``metadata.jsonl``)."""
     sheets = []
     for j, v in enumerate(views):
         sheet = W.Scene(kind="sheet", characters=(v,), positions=("center",))
         W.render(sheet, size).save(sub / f"c{k}-{j}.png")
         sheets.append(f"{sub.name}/c{k}-{j}.png")
-    return sheets
+    description = W.describe(ch, color=False, shape=False, hat=False)
+    return {"sheets": sheets, "description": description, "box": list(box)}
+
+
+def write_metadata(folder: Path, lines: list[str]) -> Path:
+    """``folder/metadata.jsonl`` with one pair a line, written whole or not at all."""
+    tmp = folder / "metadata.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(folder / "metadata.jsonl")
+    return folder / "metadata.jsonl"
 
 
 def write_pairs(
@@ -120,24 +131,13 @@ def write_pairs(
         sub = folder / f"{i:05d}"
         sub.mkdir(exist_ok=True)
         W.render(scene, size).save(sub / "scene.png")
-        characters = []
-        for k, (ch, vs) in enumerate(zip(scene.characters, views, strict=True)):
-            characters.append(
-                {
-                    "sheets": write_sheets(sub, k, vs, size),
-                    "description": W.describe(ch, color=False, shape=False, hat=False),
-                    "box": character_box(scene.shot, scene.positions, k),
-                }
-            )
-        lines.append(
-            json.dumps(
-                {"scene": f"{sub.name}/scene.png", "caption": caption, "characters": characters}
-            )
-        )
-    tmp = folder / "metadata.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(folder / "metadata.jsonl")
-    return folder / "metadata.jsonl"
+        characters = [
+            write_character(sub, k, ch, vs, character_box(scene.shot, scene.positions, k), size)
+            for k, (ch, vs) in enumerate(zip(scene.characters, views, strict=True))
+        ]
+        item = {"scene": f"{sub.name}/scene.png", "caption": caption, "characters": characters}
+        lines.append(json.dumps(item))
+    return write_metadata(folder, lines)
 
 
 def main(argv: list[str] | None = None) -> None:
