@@ -23,7 +23,8 @@ Seeds: a tuning split (what defaults are chosen on) and a report split (what is
 published); ``--split`` picks one. Methods: plain, img2img from the first reference at
 0.5 / 0.75, ``mode: seed``, today's defaults, attention-level infusion (alone and with
 the output level) and variants; the ``truth`` row scores the toy world's own render of
-each prompt (the reader's ceiling).
+each prompt (the reader's ceiling), ``truth-vae`` that render after the model's VAE
+(encoded and decoded: the ceiling of anything the model paints).
 
     python benchmarks/consistency.py --split report              # the published table
     python benchmarks/consistency.py --panels 4 --steps 8 --methods plain,infused
@@ -289,7 +290,7 @@ def story_consistency(identities: dict[int, list]) -> float:
 @dataclass
 class Method:
     name: str
-    kind: str  # "plain", "img2img", "infusion", "truth"
+    kind: str  # "plain", "img2img", "infusion", "truth", "truth-vae"
     strength: float = 0.0
     settings: dict | None = None
     placement: str = "position"  # "position" or "box" (the toy world's own layout)
@@ -314,6 +315,7 @@ def methods() -> list[Method]:
     out_only = {"down": [0.0], "mid": 0.0, "up": [0.0], "out": 1.0}
     return [
         Method("truth", "truth", story=True),
+        Method("truth-vae", "truth-vae", story=True),
         Method("plain", "plain", story=True),
         Method("img2img-0.5", "img2img", strength=0.5),
         Method("img2img-0.75", "img2img", strength=0.75),
@@ -357,6 +359,8 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, unets, model):
     generator = torch.Generator("cpu").manual_seed(panel.seed)
     if method.kind == "truth":
         return truth_image(panel)
+    if method.kind == "truth-vae":
+        return vae_round_trip(pipe, truth_image(panel))
     if method.kind != "infusion":
         unets.use(None)  # the model's own U-Net
     if method.kind == "plain":
@@ -386,6 +390,19 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, unets, model):
         unets.cache = FeatureCache(max_bytes=256 * 1024**2)
     with infused(pipe, refs, settings, seed=panel.seed, cache=unets.cache, **kw):
         return pipe(prompt=panel.prompt, generator=generator, **kw, **rescale).images[0]
+
+
+def vae_round_trip(pipe, image):
+    """``image`` encoded and decoded by ``pipe``'s VAE (the latent's mode, no noise)."""
+    import torch
+
+    processor = pipe.image_processor
+    vae = pipe.vae
+    x = processor.preprocess(image).to(vae.device, vae.dtype)
+    with torch.inference_mode():
+        latent = vae.encode(x).latent_dist.mode()
+        decoded = vae.decode(latent).sample
+    return processor.postprocess(decoded.float(), output_type="pil")[0]
 
 
 _FACE_PAINTERS: dict = {}
@@ -524,7 +541,7 @@ def plot(rows: list[tuple[Method, dict]], path: Path) -> None:
     """The frontier: identity (y) against character adherence (x), one dot per method."""
     from PIL import Image, ImageDraw
 
-    single = [(m, r) for m, r in rows if m.count == 1 and m.kind != "truth"]
+    single = [(m, r) for m, r in rows if m.count == 1 and not m.kind.startswith("truth")]
     size, pad = 520, 60
     img = Image.new("RGB", (size + pad * 2, size + pad * 2), "white")
     d = ImageDraw.Draw(img)

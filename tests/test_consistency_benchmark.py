@@ -99,3 +99,23 @@ def test_extra_methods_from_json_run_with_their_settings(tmp_path, capsys):
     # weight 0 attaches nothing: the same panel as plain, so the same scores
     assert scores["w0"]["identity"] == scores["plain"]["identity"]
     assert "every2" in capsys.readouterr().out
+
+
+def test_truth_through_the_vae_is_the_models_ceiling(tmp_path):
+    """``truth-vae``: the toy world's render after the bundled VAE's round trip — not the
+    render itself, but read back as it (the VAE keeps what the reader scores)."""
+    out = tmp_path / "scores.json"
+    bench().main(
+        ["--panels", "4", "--stories", "0", "--methods", "truth,truth-vae"]
+        + ["--json", str(out), "--save", str(tmp_path / "panels")]
+    )
+    scores = json.loads(out.read_text())
+    assert scores["truth"]["identity"] == 1.0
+    assert scores["truth-vae"]["identity"] >= 0.75
+    from PIL import Image, ImageChops
+
+    for seed_png in (tmp_path / "panels" / "truth").iterdir():
+        truth = Image.open(seed_png).convert("RGB")
+        trip = Image.open(tmp_path / "panels" / "truth-vae" / seed_png.name).convert("RGB")
+        assert trip.size == truth.size
+        assert ImageChops.difference(truth, trip).getbbox() is not None  # it went through
