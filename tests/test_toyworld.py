@@ -330,3 +330,33 @@ def test_attribute_guidance_at_scale_zero_is_the_pipeline_s_own_panel():
     assert np.abs(np.asarray(ours, float) - np.asarray(theirs, float)).max() <= 1
     pushed = AG.paint(pipe, [caption], [7], 30.0, steps=3)[0]
     assert np.abs(np.asarray(pushed, float) - np.asarray(theirs, float)).max() > 8
+
+
+def test_face_model_phase_trains_on_crops_and_installs_unet_and_text_encoder(tmp_path):
+    """``toyworld.face_model`` (recipe stages 12-14) at toy size: a model, then one face
+    phase from it that exports to its run folder and installs ``faces/`` into the model."""
+    import torch
+    from safetensors.torch import load_file
+
+    from toyworld import face_model, train
+
+    model = tmp_path / "model"
+    small = ["--device", "cpu", "--data", "48", "--workers", "1", "--batch", "4"]
+    small += ["--reserve-minutes", "0"]
+    train.main(
+        [*small, "--out", str(tmp_path / "run"), "--export", str(model), "--vae-batch", "4"]
+        + ["--vae-steps", "2", "--unet-steps", "2"]
+    )
+    face_model.main(
+        [*small, "--model", str(model), "--out", str(tmp_path / "faces-1")]
+        + ["--unet-steps", "2", "--face-weight", "6", "--install"]
+    )
+    faces = model / "faces"
+    assert sorted(p.name for p in faces.iterdir()) == ["text_encoder", "unet"]
+    trained = load_file(faces / "unet" / "diffusion_pytorch_model.safetensors")
+    before = load_file(model / "unet" / "diffusion_pytorch_model.safetensors")
+    assert trained.keys() == before.keys()
+    assert any(not torch.equal(trained[k], before[k]) for k in trained)  # it trained
+    assert not list(model.glob(".faces-*"))  # no half-installed folder left behind
+    with pytest.raises(SystemExit, match="was the run exported"):
+        face_model.install(tmp_path / "nowhere", model)

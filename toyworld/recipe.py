@@ -13,6 +13,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
     python -m toyworld.train --stages 9-11         # only the infusion-trained U-Net
+    python -m toyworld.train --stages 12-14        # only the face pass's model (faces/)
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -36,6 +37,10 @@ GEN2_ARGS = (
 )
 # every decoder fine-tune's GPU sizes
 DECODER_GPU_ARGS = ("--minutes", "3", "--data", "48000", "--batch", "256")
+# the face model's phases: close face crops, EMA weights, checkpoints every 8 minutes
+FACE_ARGS = ("--data", "8000", "--batch", "32", "--ema", "0.995")
+FACE_ARGS += ("--checkpoint-minutes", "8", "--reserve-minutes", "1")
+FACE_GPU_ARGS = ("--data", "96000", "--batch", "512", "--budget-minutes", "10")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,28 @@ STAGES = (
         + ("--seed", "4", "--character-weight", "4", "--lr-schedule", "cosine")
         + ("--lr-warmup", "100", "--threads", "1", "--install"),
     ),
+    Stage(
+        "12 face model: close face crops, from the model",
+        "face_model",
+        ("--out", ".train/faces-1", *FACE_ARGS, "--lr", "4e-4", "--budget-minutes", "37")
+        + ("--seed", "21"),
+        FACE_GPU_ARGS,
+    ),
+    Stage(
+        "13 face model, loss weighted 7x on the faces' cells",
+        "face_model",
+        ("--out", ".train/faces-2", "--init", ".train/faces-1/export", *FACE_ARGS)
+        + ("--lr", "4e-4", "--face-weight", "6", "--budget-minutes", "50", "--seed", "21"),
+        FACE_GPU_ARGS,
+    ),
+    Stage(
+        "14 face model, fresh crops, lower rate; installed as faces/",
+        "face_model",
+        ("--out", ".train/faces-3", "--init", ".train/faces-2/export", *FACE_ARGS)
+        + ("--lr", "3e-4", "--face-weight", "6", "--budget-minutes", "55", "--seed", "22")
+        + ("--install",),
+        FACE_GPU_ARGS,
+    ),
 )
 
 
@@ -142,9 +169,13 @@ def stage_argv(stage: Stage, opts: argparse.Namespace) -> list[str]:
     if opts.device.startswith("cuda"):
         args = _replace(stage.args, stage.gpu_args)
     args = [str(opts.export) if a == "@export" else a for a in args]
+    threads = ["--threads", str(opts.threads)] if opts.threads else []
     if stage.module == "train":
         args += ["--device", opts.device, "--export", str(opts.export), "--workers"]
-        args += [str(opts.workers)] + (["--threads", str(opts.threads)] if opts.threads else [])
+        args += [str(opts.workers), *threads]
+    elif stage.module == "face_model":  # trains and exports to its own run folder
+        args += ["--device", opts.device, "--model", str(opts.export), "--workers"]
+        args += [str(opts.workers), *threads]
     elif stage.module == "infusion_unet":  # step-bounded: the same steps on a GPU
         args += ["--device", opts.device, "--model", str(opts.export)]
     else:
@@ -174,12 +205,13 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--export", type=Path, default=TOYWORLD_DIR)
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")
     opts = ap.parse_args(argv)
-    from toyworld import finetune_decoder, infusion_unet, train
+    from toyworld import face_model, finetune_decoder, infusion_unet, train
 
     runners = {
         "train": train.main,
         "finetune_decoder": finetune_decoder.main,
         "infusion_unet": infusion_unet.main,
+        "face_model": face_model.main,
     }
     for number in _parse_stages(opts.stages):
         stage = STAGES[number - 1]
@@ -187,7 +219,7 @@ def main(argv: list[str]) -> None:
         print(f"stage {stage.name}: python -m toyworld.{stage.module} {' '.join(argv_i)}")
         if opts.dry_run:
             continue
-        if stage.module == "train" and _finished(stage, argv_i):
+        if stage.module in ("train", "face_model") and _finished(stage, argv_i):
             print("  finished before; skipped", flush=True)
             continue
         runners[stage.module](argv_i)

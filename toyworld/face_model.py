@@ -1,0 +1,68 @@
+"""The recipe's face model (the face pass's, :mod:`comicgen.faces`): ``toyworld.train`` on
+close face crops (``--buckets face:1``, :mod:`toyworld.face_crops`), and the last phase's
+U-Net and text encoder installed as the model folder's ``faces/`` (the face pass paints
+with the panel model's VAE).
+
+One call is one phase (a recipe stage): it trains from ``--init`` (default: the model
+folder itself) into ``--out``, exports to ``OUT/export`` (the next phase's ``--init``),
+and with ``--install`` copies the export's ``unet/`` and ``text_encoder/`` into
+``MODEL/faces``. Every other option goes to ``toyworld.train``::
+
+    python -m toyworld.face_model --model comicgen/bundled/toyworld \\
+        --out .train/faces-1 --data 8000 --batch 32 --lr 4e-4 --budget-minutes 37
+    python -m toyworld.face_model --model comicgen/bundled/toyworld \\
+        --out .train/faces-2 --init .train/faces-1/export --face-weight 6 ... --install
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+INSTALLED = "faces"
+PARTS = ("unet", "text_encoder")  # what a face folder holds; the VAE is the panel model's
+
+
+def install(export: Path, model: Path) -> Path:
+    """Copy ``export``'s U-Net and text encoder into ``model/faces`` (replacing it whole)."""
+    missing = [p for p in PARTS if not (export / p / "config.json").is_file()]
+    if missing:
+        raise SystemExit(f"{export}: no {', '.join(missing)}/ to install; was the run exported?")
+    tmp = Path(tempfile.mkdtemp(prefix=".faces-", dir=model))
+    try:
+        for part in PARTS:
+            shutil.copytree(export / part, tmp / part)
+        dest = model / INSTALLED
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    from toyworld import train
+
+    ap = argparse.ArgumentParser(
+        prog="python -m toyworld.face_model", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--model", type=Path, required=True, help="the exported model folder")
+    ap.add_argument("--out", type=Path, required=True, help="this phase's run folder")
+    ap.add_argument("--init", type=Path, default=None, help="default: --model")
+    ap.add_argument("--install", action="store_true", help="install the result in --model")
+    args, rest = ap.parse_known_args(argv)
+    export = args.out / "export"
+    init = args.init or args.model
+    train.main(
+        ["--out", str(args.out), "--init", str(init), "--export", str(export)]
+        + ["--buckets", "face:1", *rest]
+    )
+    if args.install:
+        print(f"installed: {install(export, args.model)}")
+
+
+if __name__ == "__main__":
+    main()
