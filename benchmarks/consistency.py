@@ -393,16 +393,15 @@ def paint(pipe, img2img, method: Method, panel: Panel, args, unets, model):
 
 
 def vae_round_trip(pipe, image):
-    """``image`` encoded and decoded by ``pipe``'s VAE (the latent's mode, no noise)."""
-    import torch
+    """``image`` encoded and decoded by ``pipe``'s VAE (toyworld.trainkit.round_trip:
+    the posterior's mode, as the model card's VAE PSNR)."""
+    import numpy as np
+    from PIL import Image
 
-    processor = pipe.image_processor
-    vae = pipe.vae
-    x = processor.preprocess(image).to(vae.device, vae.dtype)
-    with torch.inference_mode():
-        latent = vae.encode(x).latent_dist.mode()
-        decoded = vae.decode(latent).sample
-    return processor.postprocess(decoded.float(), output_type="pil")[0]
+    from toyworld.trainkit import round_trip
+
+    pixels = np.asarray(image.convert("RGB")).transpose(2, 0, 1)[None]
+    return Image.fromarray(round_trip(pipe.vae, pixels)[0].permute(1, 2, 0).numpy())
 
 
 _FACE_PAINTERS: dict = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 
 INSTALLED = "faces"
@@ -30,16 +29,12 @@ def install(export: Path, model: Path) -> Path:
     missing = [p for p in PARTS if not (export / p / "config.json").is_file()]
     if missing:
         raise SystemExit(f"{export}: no {', '.join(missing)}/ to install; was the run exported?")
-    tmp = Path(tempfile.mkdtemp(prefix=".faces-", dir=model))
-    try:
+    from toyworld.trainkit import replacing_folder
+
+    dest = model / INSTALLED
+    with replacing_folder(dest) as tmp:
         for part in PARTS:
             shutil.copytree(export / part, tmp / part)
-        dest = model / INSTALLED
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.replace(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

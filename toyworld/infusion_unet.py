@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 INSTALLED = "unet-infusion"
@@ -40,19 +38,15 @@ def install(unet: Path, model: Path, settings: dict) -> Path:
     import torch
     from diffusers import UNet2DConditionModel
 
+    from toyworld.trainkit import replacing_folder
+
     trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
-    tmp = Path(tempfile.mkdtemp(prefix=".unet-infusion-", dir=model))
-    try:
+    dest = model / INSTALLED
+    with replacing_folder(dest) as tmp:
         trained.save_pretrained(tmp, safe_serialization=True)
         config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
         config.pop("_name_or_path", None)  # where it was trained: this machine's path
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        dest = model / INSTALLED
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.replace(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     path = model / "comicgen.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     data.update(infusion_unet=INSTALLED, infusion=settings)

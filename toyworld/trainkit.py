@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +115,21 @@ class Log:
         if force or now - self.last_print >= every:
             self.last_print = now
             print(text, flush=True)
+
+
+@contextmanager
+def replacing_folder(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` to fill; when the block ends without an error it
+    replaces ``dest`` whole (what an install writes into a model folder), and either way
+    no temporary folder is left behind."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def progress_bar(total: float, desc: str):
