@@ -155,3 +155,24 @@ def test_the_model_s_recommended_settings_go_with_its_infusion_unet(model, tmp_p
     out = CliRunner().invoke(app, ["render", "stories/s.yaml", "--workspace", str(ws.root)])
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert out.exit_code == 2 and len(lines) == 1 and "infusion settings" in lines[0], out.output
+
+
+def test_install_writes_a_float16_unet_without_the_training_machine_s_path(tmp_path):
+    from toyworld.infusion_unet import INSTALLED, install
+
+    trained = trained_unet(tmp_path / "run" / "unet")
+    folder = tmp_path / "model"
+    shutil.copytree(TINY, folder)
+    (folder / INSTALLED).mkdir()
+    (folder / INSTALLED / "stale.txt").write_text("from an earlier install")
+    dest = install(trained, folder, {"levels": ["attention"]})
+    config = json.loads((dest / "config.json").read_text())
+    assert "_name_or_path" not in config
+    assert not (dest / "stale.txt").exists()  # replaced whole
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp folder left
+    from safetensors.torch import load_file
+
+    weights = load_file(dest / "diffusion_pytorch_model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float16}
+    data = json.loads((folder / "comicgen.json").read_text())
+    assert data["infusion_unet"] == INSTALLED and data["infusion"] == {"levels": ["attention"]}

@@ -17,10 +17,7 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -181,26 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     if not better(before, after, faces_before, faces_after):
         print("decoder: not better; the pipeline folder is unchanged", flush=True)
         return
-    tmp = Path(tempfile.mkdtemp(prefix=".vae-", dir=folder))
-    try:
-        vae.to("cpu", saved_dtype).save_pretrained(tmp / "vae", safe_serialization=True)
-        config = tmp / "vae" / "config.json"  # not where it was loaded from: a local path
-        config.write_text(
-            json.dumps(
-                {k: v for k, v in json.loads(config.read_text()).items() if k != "_name_or_path"},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-        old = folder / ".vae.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder / "vae", old)
-        os.replace(tmp / "vae", folder / "vae")
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    from toyworld.trainkit import replacing_folder, save_portable
+
+    with replacing_folder(folder / "vae") as tmp:
+        save_portable(vae.to("cpu", saved_dtype), tmp)
     print(f"decoder: wrote {folder / 'vae'} (psnr {after:.2f} dB)", flush=True)
 
 

@@ -38,15 +38,12 @@ def install(unet: Path, model: Path, settings: dict) -> Path:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from toyworld.trainkit import replacing_folder
+    from toyworld.trainkit import replacing_folder, save_portable
 
     trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
     dest = model / INSTALLED
     with replacing_folder(dest) as tmp:
-        trained.save_pretrained(tmp, safe_serialization=True)
-        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-        config.pop("_name_or_path", None)  # where it was trained: this machine's path
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        save_portable(trained, tmp)
     path = model / "comicgen.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     data.update(infusion_unet=INSTALLED, infusion=settings)

@@ -132,6 +132,17 @@ def replacing_folder(dest: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def save_portable(model, folder: Path) -> None:
+    """``model.save_pretrained(folder)`` (safetensors) without the ``_name_or_path`` that
+    diffusers writes into its config: where it was loaded from, a path of the machine that
+    trained it, not part of the weights."""
+    model.save_pretrained(folder, safe_serialization=True)
+    config = Path(folder) / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    data.pop("_name_or_path", None)
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def progress_bar(total: float, desc: str):
     from tqdm.auto import tqdm
 
