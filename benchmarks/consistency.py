@@ -439,6 +439,7 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
         strength=spec.get("strength", 0.75),
         refs=refs if infusion else None,
         infusion=infusion,
+        paste=tuple(spec.get("paste", (0.3, 0.85))),
     )
 
 

@@ -50,10 +50,12 @@ def character_clause(prompt: str, description: str) -> str:
 
 @dataclass(frozen=True)
 class Face:
-    """One character's face to repaint: its clause of the prompt and its box (fractions)."""
+    """One character's face to repaint: its clause of the prompt and its box (fractions),
+    and the character's name (whose sheet an infused face pass reads)."""
 
     clause: str
     box: Box
+    name: str = ""
 
 
 def panel_faces(prompt: str, characters) -> tuple[Face, ...]:
@@ -65,7 +67,8 @@ def panel_faces(prompt: str, characters) -> tuple[Face, ...]:
     for ch in characters:
         clause = character_clause(prompt, ch.description)
         if clause:
-            out.append(Face(clause, tuple(ch.box) if ch.box else position_box(ch.position)))
+            box = tuple(ch.box) if ch.box else position_box(ch.position)
+            out.append(Face(clause, box, getattr(ch, "name", "")))
     return tuple(out)
 
 
@@ -100,9 +103,20 @@ class FacePainter:
     """Repaints the faces of painted panels with a face model (a folder holding ``unet/`` and
     optionally ``text_encoder/`` and ``vae/``, saved by diffusers / transformers; None: the
     panel pipeline's own) and the panel pipeline's tokenizer and scheduler (and its VAE and
-    text encoder where the folder has none), through diffusers' image-to-image pipeline."""
+    text encoder where the folder has none), through diffusers' image-to-image pipeline.
 
-    def __init__(self, pipe, folder: Path | None, strength: float = 0.75):
+    A face model whose U-Net was trained with the character's sheet infused into each crop
+    says so in its ``comicgen.json`` (``{"infusion": {...}}``: the settings it paints
+    with); :attr:`infusion` holds them (None for any other face model), and the render
+    passes each infused panel's sheets to :meth:`repaint` with them."""
+
+    def __init__(
+        self,
+        pipe,
+        folder: Path | None,
+        strength: float = 0.75,
+        paste: tuple[float, float] = (0.3, 0.85),
+    ):
         import torch
         from diffusers import StableDiffusionImg2ImgPipeline, UNet2DConditionModel
 
@@ -131,10 +145,12 @@ class FacePainter:
         )
         self.pipe.set_progress_bar_config(disable=True)
         self.strength = strength
+        self.paste = paste  # the paste window's (inner, outer): see window()
         self.folder = folder
         self.native = unet.config.sample_size * self.pipe.vae_scale_factor
         self._torch = torch
         self.cache = None  # the infusion's feature cache, made on first use
+        self.infusion = face_infusion(folder)
 
     def repaint(
         self,
@@ -148,6 +164,7 @@ class FacePainter:
         strength: float | None = None,
         refs=None,
         infusion=None,
+        paste: tuple[float, float] | None = None,
     ):
         """``image`` with each face of ``faces`` repainted (a new image; seeded per face) at
         ``strength`` (None: the painter's).
@@ -192,7 +209,7 @@ class FacePainter:
         out = image.copy()
         for (left, top, side), face_image in zip(squares, painted, strict=True):
             small = face_image.resize((side, side), Image.Resampling.LANCZOS)
-            out.paste(small, (left, top), window(side))
+            out.paste(small, (left, top), window(side, *(paste or self.paste)))
         return out
 
     def _paint(self, clauses, crops, seeds, negative, call, chars=(), infusion=None, ref_seed=0):
@@ -226,3 +243,26 @@ class FacePainter:
                 generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
                 **call,
             ).images
+
+
+def face_infusion(folder: Path | None):
+    """The infusion settings a face-model folder's ``comicgen.json`` gives its U-Net (one
+    trained with the character's sheet infused into each crop), or None."""
+    import json
+
+    from comicgen.errors import ModelError
+    from comicgen.settings import InfusionSettings
+
+    path = folder / "comicgen.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("infusion")
+        return None if data is None else InfusionSettings(**data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(
+            f"{path}: not a face model's settings ({first})",
+            hint='it holds {"infusion": {...}}: the infusion settings the face U-Net was '
+            "trained with; fix or remove the file",
+        ) from None

@@ -267,10 +267,13 @@ def _infusion_unet(setting: str, info, base: Path, seen: dict, where: str) -> tu
 def _face_model(setting: str | None, info, base: Path, where: str) -> tuple[str, str]:
     """(folder, fingerprint) of the face model ``[render] faces`` names; ("", "") for none."""
     from comicgen.errors import ModelError
+    from comicgen.faces import face_infusion
     from comicgen.models import folder_fingerprint, resolve_faces
 
     try:
         folder = resolve_faces(setting, info, base)
+        if folder and folder != "own":
+            face_infusion(folder)  # its settings read before painting: a bad file, one line
     except ModelError as exc:
         raise ComicgenError(f"{where}: {exc.message}", hint=exc.hint) from None
     if folder == "own":

@@ -285,7 +285,13 @@ class Painter:
         if job.face_model not in self._face_painters:  # one per face model, any strength
             folder = None if job.face_model == "own" else Path(job.face_model)
             self._face_painters[job.face_model] = FacePainter(self.pipe, folder)
-        return self._face_painters[job.face_model].repaint(
+        painter = self._face_painters[job.face_model]
+        refs = infusion = None
+        if painter.infusion is not None and job.characters and job.infusion.weight > 0:
+            # a face model trained with the sheet infused reads each face's sheet
+            sheets = {ref.name: ref for ref in job.characters}
+            refs, infusion = [sheets.get(face.name) for face in job.faces], painter.infusion
+        return painter.repaint(
             image,
             job.faces,
             seed=job.seed,
@@ -293,6 +299,8 @@ class Painter:
             guidance=job.guidance,
             negative=job.negative_prompt,
             strength=job.face_strength,
+            refs=refs,
+            infusion=infusion,
         )
 
 

@@ -82,8 +82,8 @@ def test_each_character_gets_its_own_clause():
         CharacterSpec("tri", "a green triangle character", []),  # not in the prompt: no face
     ]
     assert panel_faces(prompt, specs) == (
-        Face("a red circle character looking sad on the left", position_box("left")),
-        Face("a blue square character facing right", (0.5, 0.1, 0.9, 0.9)),
+        Face("a red circle character looking sad on the left", position_box("left"), "pip"),
+        Face("a blue square character facing right", (0.5, 0.1, 0.9, 0.9), "bo"),
     )
 
 
@@ -201,6 +201,15 @@ def test_render_keys_and_errors(model, tmp_path):
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert out.exit_code == 2 and len(lines) == 1, out.output
     assert "s.yaml" in lines[0] and "nowhere" in lines[0] and "Traceback" not in out.output
+    config('faces = "auto"\n')  # a face model's settings that do not parse: one line
+    (model / "faces" / "comicgen.json").write_text('{"infusion": {"weight": "lots"}}')
+    try:
+        out = runner.invoke(app, args)
+    finally:
+        (model / "faces" / "comicgen.json").unlink()
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert out.exit_code == 2 and len(lines) == 1, out.output
+    assert "comicgen.json" in lines[0] and "Traceback" not in out.output
 
 
 def test_crop_box_moves_a_character_into_its_face_square():
@@ -233,3 +242,33 @@ def test_an_infused_face_pass_reads_the_sheet_and_weight_0_does_not(model):
     assert on.size == image.size and on.tobytes() != plain.tobytes()
     again = faces.repaint(image, [face], **call, refs=refs, infusion=InfusionSettings())
     assert again.tobytes() == on.tobytes()  # seeded, the feature cache changes nothing
+
+
+def test_a_face_model_trained_with_the_sheet_reads_it_on_infused_panels(model, tmp_path):
+    from comicgen.infusion import CharacterRefs
+    from comicgen.settings import InfusionSettings
+
+    infused = tmp_path / "faces-infused"
+    shutil.copytree(model / "faces", infused)
+    (infused / "comicgen.json").write_text(json.dumps({"infusion": {"levels": ["attention"]}}))
+    painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
+    sheet = Image.new("RGB", (64, 64), "white")
+    sheet.paste((200, 30, 30), (20, 10, 44, 60))
+    pip = CharacterRefs("pip", [sheet], description="a red circle character", position="left")
+    face = Face("a red circle character looking sad on the left", position_box("left"), "pip")
+    job = dict(prompt="a red circle character looking sad on the left, grass", width=64,
+               height=64, steps=4, guidance=4.0, seed=3, characters=[pip], faces=[face],
+               infusion=InfusionSettings(weight=0))  # fmt: skip
+    # on a panel painted plain, the sheet-trained face model repaints as any other
+    plain = painter.paint(PaintJob(**job, face_model=str(model / "faces")))
+    assert painter.paint(PaintJob(**job, face_model=str(infused))).tobytes() == plain.tobytes()
+    job["infusion"] = InfusionSettings()
+    untrained = painter.paint(PaintJob(**job, face_model=str(model / "faces")))
+    trained = painter.paint(PaintJob(**job, face_model=str(infused)))
+    assert trained.tobytes() != untrained.tobytes()  # the sheet went into the face crop
+    assert painter.paint(PaintJob(**job, face_model=str(infused))).tobytes() == trained.tobytes()
+    # the painter infuses with the face model's own settings, read from its comicgen.json
+    assert painter._face_painters[str(infused)].infusion.levels == ["attention"]
+    (infused / "comicgen.json").write_text('{"infusion": {"levels": ["nowhere"]}}')
+    with pytest.raises(ModelError, match="not a face model's settings"):
+        FacePainter(painter.pipe, infused)

@@ -204,7 +204,9 @@ def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guida
     )
 
 
-def face_painter(pipe, spec: str, model: Path | str | None = None, strength: float = 0.75):
+def face_painter(
+    pipe, spec: str, model: Path | str | None = None, strength: float = 0.75, paste=None
+):
     """The face pass for ``--faces``, resolved as ``[render] faces`` is
     (:func:`comicgen.models.resolve_faces`: "auto" is the face model the ``model`` folder's
     comicgen.json names, "own" the model itself, a missing folder an error); None: off."""
@@ -218,7 +220,9 @@ def face_painter(pipe, spec: str, model: Path | str | None = None, strength: flo
         raise SystemExit(f"--faces: {exc.message} ({exc.hint})") from None
     if folder is None:
         return None
-    return FacePainter(pipe, None if folder == "own" else folder, strength)
+    painter = FacePainter(pipe, None if folder == "own" else folder, strength)
+    painter.paste = paste or painter.paste
+    return painter
 
 
 def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R.Reading) -> str:
@@ -332,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.75,
         help="the face pass's image-to-image strength (comicgen's [render] face_strength)",
     )
+    ap.add_argument(
+        "--face-window",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=None,
+        help="the face pass's paste window INNER,OUTER (fractions of the crop's half-side)",
+    )
     ap.add_argument("--grid", type=Path, default=None, help="also write the samples grid PNG here")
     ap.add_argument(
         "--failures", type=Path, default=None, help="write a grid of the first misread panels here"
@@ -348,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         args.guidance_rescale = recommended_guidance_rescale(pipe.scheduler.config)
     run = (args.seed, args.steps, args.guidance, args.batch, args.guidance_rescale)
     facing = not args.without_facing
-    faces = face_painter(pipe, args.faces, args.model, args.face_strength)
+    faces = face_painter(pipe, args.faces, args.model, args.face_strength, args.face_window)
     print(f"face pass: {'none' if faces is None else f'{faces.folder}, strength {faces.strength}'}")
     acc, by_count, misread, hat_errors = adherence(
         pipe, args.samples, *run, facing=facing, faces=faces
