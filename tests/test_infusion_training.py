@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
@@ -182,6 +183,32 @@ def test_the_recipe_phase_trains_goes_on_and_installs_next_to_the_own_unet(tmp_p
     name, weight = next(iter(phase_2.named_parameters()))
     assert torch.equal(dict(installed.named_parameters())[name].float(), weight.half().float())
     assert not torch.equal(dict(own.named_parameters())[name], weight)
+
+
+def test_the_infused_face_phase_trains_the_face_unet_and_says_so_in_the_face_folder(tmp_path):
+    import shutil
+
+    from comicgen.faces import face_infusion
+    from toyworld import face_infusion as phase
+
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    with pytest.raises(SystemExit, match="no face model"):
+        phase.install(model / "unet", model, {})
+    for part in ("unet", "text_encoder"):  # a face model: here the tiny model's own parts
+        shutil.copytree(model / part, model / "faces" / part)
+    before = UNet2DConditionModel.from_pretrained(model / "faces" / "unet")
+    phase.main(
+        ["--model", str(model), "--out", str(tmp_path / "f1"), "--pairs", str(tmp_path / "fp")]
+        + ["--pairs-n", "2", "--steps", "1", "--threads", "1", "--install"]
+    )
+    assert (tmp_path / "fp" / "metadata.jsonl").is_file()
+    settings = face_infusion(model / "faces")
+    assert settings.levels == ["attention", "blocks"] and settings.reference_noise == "clean"
+    after = UNet2DConditionModel.from_pretrained(model / "faces" / "unet")
+    name, weight = next(iter(after.named_parameters()))
+    assert not torch.equal(dict(before.named_parameters())[name].half(), weight.half())
+    assert not list((model / "faces").glob(".unet-*"))  # no half-installed folder left
 
 
 def test_face_pairs_crop_one_character_with_its_box_and_other_faces(tmp_path):

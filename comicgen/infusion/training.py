@@ -195,6 +195,12 @@ def train(args: argparse.Namespace) -> dict:
         module = getattr(pipe, name, None)
         if module is not None:
             module.requires_grad_(False)
+    if args.text_encoder:  # e.g. a face model's, trained with its U-Net
+        from transformers import CLIPTextModel
+
+        own = pipe.text_encoder
+        pipe.text_encoder = CLIPTextModel.from_pretrained(args.text_encoder).to(device, own.dtype)
+        pipe.text_encoder.requires_grad_(False)
     if args.unet:  # go on from an earlier run's U-Net (a new phase: fresh optimizer)
         from diffusers import UNet2DConditionModel
 
@@ -322,6 +328,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
         "--unet", type=Path, help="start from this U-Net folder instead of the model's own"
+    )
+    ap.add_argument(
+        "--text-encoder",
+        type=Path,
+        help="a text encoder folder to use instead of the model's own (kept frozen)",
     )
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--size", type=int, default=64, help="training resolution (pixels)")

@@ -1,0 +1,79 @@
+"""The recipe's infused face model: the face model's U-Net trained on with each character's
+sheet infused into its face crop (``toyworld.face_pairs``, ``comicgen.infusion.training``),
+so that the face pass on an infused panel takes the identity from the sheet and the
+expression and facing from the clause.
+
+One call is one phase (a recipe stage): it writes the face pairs if they are missing,
+trains from ``--unet`` (default: the model's ``faces/unet``) with the face model's text
+encoder, and with ``--install`` replaces ``MODEL/faces/unet`` with the result (float16) and
+writes ``MODEL/faces/comicgen.json`` with the infusion settings the face pass paints with
+(:func:`comicgen.faces.face_infusion`)::
+
+    python -m toyworld.face_infusion --model comicgen/bundled/toyworld \\
+        --out .train/face-infusion-1 --pairs .train/face-pairs-1 --pairs-seed 31 --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from toyworld.face_model import INSTALLED
+from toyworld.infusion_unet import LEVELS, PAINTED
+
+
+def install(unet: Path, model: Path, settings: dict) -> Path:
+    """Replace ``model/faces/unet`` with ``unet`` (float16) and write the face folder's
+    ``comicgen.json`` with ``settings``."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from toyworld.trainkit import replacing_folder, save_portable
+
+    faces = model / INSTALLED
+    if not (faces / "unet" / "config.json").is_file():
+        raise SystemExit(f"{faces}: no face model to install into; run its stages first")
+    trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
+    with replacing_folder(faces / "unet") as tmp:
+        save_portable(trained, tmp)
+    path = faces / "comicgen.json"
+    path.write_text(json.dumps({"infusion": settings}) + "\n", encoding="utf-8")
+    return faces
+
+
+def main(argv: list[str] | None = None) -> None:
+    from comicgen.infusion import training
+    from toyworld.face_pairs import write_face_pairs
+
+    ap = argparse.ArgumentParser(
+        prog="python -m toyworld.face_infusion", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--model", type=Path, required=True, help="the exported model folder")
+    ap.add_argument("--out", type=Path, required=True, help="this phase's run folder")
+    ap.add_argument("--unet", type=Path, default=None, help="default: the model's faces/unet")
+    ap.add_argument("--pairs", type=Path, default=Path(".train/face-pairs"))
+    ap.add_argument("--pairs-n", type=int, default=4000)
+    ap.add_argument("--pairs-seed", type=int, default=31)
+    ap.add_argument("--install", action="store_true", help="install the result in --model")
+    ap.add_argument("--device", default="cpu")
+    args, rest = ap.parse_known_args(argv)
+    faces = args.model / INSTALLED
+    if not (args.pairs / "metadata.jsonl").is_file():
+        print(f"writing {args.pairs_n} face pairs to {args.pairs} …", flush=True)
+        write_face_pairs(args.pairs, args.pairs_n, args.pairs_seed)
+    settings = {"levels": LEVELS, "reference_noise": "matched"}  # trained as the panels' U-Net
+    device = ["--device", "cpu"] if args.device == "cpu" else []
+    train_argv = [
+        "--model", str(args.model), "--text-encoder", str(faces / "text_encoder"),
+        "--unet", str(args.unet or faces / "unet"), "--data", str(args.pairs),
+        "--out", str(args.out), "--infusion", json.dumps(settings), "--lr", "1e-4",
+        "--character-weight", "4", "--checkpoint-every", "500", "--resume", *device, *rest,
+    ]  # fmt: skip
+    training.main(train_argv)
+    if args.install:
+        print(f"installed: {install(args.out / 'unet', args.model, {**settings, **PAINTED})}")
+
+
+if __name__ == "__main__":
+    main()
