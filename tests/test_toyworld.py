@@ -333,7 +333,7 @@ def test_attribute_guidance_at_scale_zero_is_the_pipeline_s_own_panel():
 
 
 def test_face_model_phase_trains_on_crops_and_installs_unet_and_text_encoder(tmp_path):
-    """``toyworld.face_model`` (recipe stages 12-14) at toy size: a model, then one face
+    """``toyworld.face_model`` (recipe stages 12-15) at toy size: a model, then one face
     phase from it that exports to its run folder and installs ``faces/`` into the model."""
     import torch
     from safetensors.torch import load_file

@@ -13,7 +13,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
     python -m toyworld.train --stages 9-11         # only the infusion-trained U-Net
-    python -m toyworld.train --stages 12-14        # only the face pass's model (faces/)
+    python -m toyworld.train --stages 12-15        # only the face pass's model (faces/)
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -138,10 +138,17 @@ STAGES = (
         FACE_GPU_ARGS,
     ),
     Stage(
-        "14 face model, fresh crops, lower rate; installed as faces/",
+        "14 face model, fresh crops, lower rate",
         "face_model",
         ("--out", ".train/faces-3", "--init", ".train/faces-2/export", *FACE_ARGS)
-        + ("--lr", "3e-4", "--face-weight", "6", "--budget-minutes", "55", "--seed", "22")
+        + ("--lr", "3e-4", "--face-weight", "6", "--budget-minutes", "55", "--seed", "22"),
+        FACE_GPU_ARGS,
+    ),
+    Stage(
+        "15 face model, fresh crops again; installed as faces/",
+        "face_model",
+        ("--out", ".train/faces-4", "--init", ".train/faces-3/export", *FACE_ARGS)
+        + ("--lr", "3e-4", "--face-weight", "6", "--budget-minutes", "50", "--seed", "23")
         + ("--install",),
         FACE_GPU_ARGS,
     ),
