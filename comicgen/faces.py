@@ -105,10 +105,12 @@ class FacePainter:
     panel pipeline's own) and the panel pipeline's tokenizer and scheduler (and its VAE and
     text encoder where the folder has none), through diffusers' image-to-image pipeline.
 
-    A face model whose U-Net was trained with the character's sheet infused into each crop
-    says so in its ``comicgen.json`` (``{"infusion": {...}}``: the settings it paints
-    with); :attr:`infusion` holds them (None for any other face model), and the render
-    passes each infused panel's sheets to :meth:`repaint` with them."""
+    A face model trained to repaint with the character's sheet infused into each crop says
+    so in its ``comicgen.json``: ``{"infusion": {...}}``, the settings it paints with, and
+    optionally ``"infusion_unet": "unet-infusion"``, the subfolder of the U-Net trained
+    that way (absent: its own U-Net was). :attr:`infusion` holds the settings (None for any
+    other face model), and the render passes each infused panel's sheets to
+    :meth:`repaint` with them; crops with a sheet are then painted by that U-Net."""
 
     def __init__(
         self,
@@ -150,7 +152,14 @@ class FacePainter:
         self.native = unet.config.sample_size * self.pipe.vae_scale_factor
         self._torch = torch
         self.cache = None  # the infusion's feature cache, made on first use
-        self.infusion = face_infusion(folder)
+        self.infusion, infusion_unet = face_infusion(folder)
+        self.infused_pipe = self.pipe  # what paints a crop with its sheet infused
+        if infusion_unet is not None:
+            trained = UNet2DConditionModel.from_pretrained(infusion_unet, torch_dtype=dtype)
+            self.infused_pipe = StableDiffusionImg2ImgPipeline(
+                **{**self.pipe.components, "unet": trained.to(device)}
+            )
+            self.infused_pipe.set_progress_bar_config(disable=True)
 
     def repaint(
         self,
@@ -218,14 +227,14 @@ class FacePainter:
         from comicgen.infusion import infused
 
         torch = self._torch
-        context = nullcontext()
+        context, pipe = nullcontext(), self.infused_pipe if chars else self.pipe
         if chars:
             if self.cache is None:
                 from comicgen.infusion import FeatureCache
 
                 self.cache = FeatureCache(max(1, infusion.cache_mb) * 1024**2)
             context = infused(
-                self.pipe,
+                pipe,
                 list(chars),
                 infusion,
                 height=self.native,
@@ -236,7 +245,7 @@ class FacePainter:
                 cache=self.cache,
             )
         with torch.inference_mode(), context:
-            return self.pipe(
+            return pipe(
                 prompt=list(clauses),
                 negative_prompt=[negative] * len(clauses) if negative else None,
                 image=list(crops),
@@ -246,8 +255,9 @@ class FacePainter:
 
 
 def face_infusion(folder: Path | None):
-    """The infusion settings a face-model folder's ``comicgen.json`` gives its U-Net (one
-    trained with the character's sheet infused into each crop), or None."""
+    """(settings, U-Net folder or None) of a face model trained to repaint with the sheet
+    infused, from its folder's ``comicgen.json`` (see :class:`FacePainter`); (None, None)
+    for any other face model."""
     import json
 
     from comicgen.errors import ModelError
@@ -255,14 +265,25 @@ def face_infusion(folder: Path | None):
 
     path = folder / "comicgen.json" if folder is not None else None
     if path is None or not path.is_file():
-        return None
+        return None, None
     try:
-        data = json.loads(path.read_text(encoding="utf-8")).get("infusion")
-        return None if data is None else InfusionSettings(**data)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        settings = data.get("infusion")
+        unet = data.get("infusion_unet")
+        if settings is None:
+            return None, None
+        settings = InfusionSettings(**settings)
     except (ValueError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(
             f"{path}: not a face model's settings ({first})",
-            hint='it holds {"infusion": {...}}: the infusion settings the face U-Net was '
-            "trained with; fix or remove the file",
+            hint='it holds {"infusion": {...}} (the infusion settings the face model was '
+            'trained with) and optionally "infusion_unet" (its U-Net\'s subfolder); fix or '
+            "remove the file",
         ) from None
+    if unet is not None and not (folder / str(unet) / "config.json").is_file():
+        raise ModelError(
+            f"{path}: infusion_unet '{unet}' is not a U-Net folder",
+            hint="it names a subfolder of the face model holding a diffusers U-Net",
+        )
+    return settings, (folder / str(unet) if unet is not None else None)

@@ -250,7 +250,11 @@ def test_a_face_model_trained_with_the_sheet_reads_it_on_infused_panels(model, t
 
     infused = tmp_path / "faces-infused"
     shutil.copytree(model / "faces", infused)
-    (infused / "comicgen.json").write_text(json.dumps({"infusion": {"levels": ["attention"]}}))
+    trained_unet(infused / "unet-infusion", seed=5)
+    settings = {"levels": ["attention"]}
+    (infused / "comicgen.json").write_text(
+        json.dumps({"infusion_unet": "unet-infusion", "infusion": settings})
+    )
     painter = Painter.load(ModelSettings(name=str(model), device="cpu"))
     sheet = Image.new("RGB", (64, 64), "white")
     sheet.paste((200, 30, 30), (20, 10, 44, 60))
@@ -259,16 +263,25 @@ def test_a_face_model_trained_with_the_sheet_reads_it_on_infused_panels(model, t
     job = dict(prompt="a red circle character looking sad on the left, grass", width=64,
                height=64, steps=4, guidance=4.0, seed=3, characters=[pip], faces=[face],
                infusion=InfusionSettings(weight=0))  # fmt: skip
-    # on a panel painted plain, the sheet-trained face model repaints as any other
+    # on a panel painted plain, the plain face U-Net repaints, as without the file
     plain = painter.paint(PaintJob(**job, face_model=str(model / "faces")))
     assert painter.paint(PaintJob(**job, face_model=str(infused))).tobytes() == plain.tobytes()
     job["infusion"] = InfusionSettings()
     untrained = painter.paint(PaintJob(**job, face_model=str(model / "faces")))
     trained = painter.paint(PaintJob(**job, face_model=str(infused)))
-    assert trained.tobytes() != untrained.tobytes()  # the sheet went into the face crop
+    assert trained.tobytes() != untrained.tobytes()  # the sheet and the infused U-Net
     assert painter.paint(PaintJob(**job, face_model=str(infused))).tobytes() == trained.tobytes()
-    # the painter infuses with the face model's own settings, read from its comicgen.json
-    assert painter._face_painters[str(infused)].infusion.levels == ["attention"]
-    (infused / "comicgen.json").write_text('{"infusion": {"levels": ["nowhere"]}}')
-    with pytest.raises(ModelError, match="not a face model's settings"):
-        FacePainter(painter.pipe, infused)
+    faces = painter._face_painters[str(infused)]
+    assert faces.infusion.levels == ["attention"]  # the face model's own settings
+    assert faces.infused_pipe.unet is not faces.pipe.unet
+    # the same U-Net, infused with the face model's settings by hand: the same picture
+    alone = FacePainter(painter.pipe, model / "faces")
+    alone.pipe.unet = faces.infused_pipe.unet
+    image = painter.paint(PaintJob(**{**job, "faces": ()}))
+    call = dict(seed=3, steps=4, guidance=4.0, strength=0.75)
+    by_hand = alone.repaint(image, [face], **call, refs=[pip], infusion=faces.infusion)
+    assert by_hand.tobytes() == trained.tobytes()
+    for bad in ('{"infusion": {"levels": ["nowhere"]}}', '{"infusion_unet": "no", "infusion": {}}'):
+        (infused / "comicgen.json").write_text(bad)
+        with pytest.raises(ModelError, match="comicgen.json"):
+            FacePainter(painter.pipe, infused)

@@ -203,11 +203,14 @@ def test_the_infused_face_phase_trains_the_face_unet_and_says_so_in_the_face_fol
         + ["--pairs-n", "2", "--steps", "1", "--threads", "1", "--install"]
     )
     assert (tmp_path / "fp" / "metadata.jsonl").is_file()
-    settings = face_infusion(model / "faces")
+    settings, unet = face_infusion(model / "faces")
     assert settings.levels == ["attention", "blocks"] and settings.reference_noise == "clean"
-    after = UNet2DConditionModel.from_pretrained(model / "faces" / "unet")
+    assert unet == model / "faces" / "unet-infusion"
+    after = UNet2DConditionModel.from_pretrained(unet)
     name, weight = next(iter(after.named_parameters()))
     assert not torch.equal(dict(before.named_parameters())[name].half(), weight.half())
+    plain = UNet2DConditionModel.from_pretrained(model / "faces" / "unet")  # kept as it was
+    assert torch.equal(dict(plain.named_parameters())[name], dict(before.named_parameters())[name])
     assert not list((model / "faces").glob(".unet-*"))  # no half-installed folder left
 
 

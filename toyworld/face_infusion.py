@@ -4,10 +4,11 @@ so that the face pass on an infused panel takes the identity from the sheet and 
 expression and facing from the clause.
 
 One call is one phase (a recipe stage): it writes the face pairs if they are missing,
-trains from ``--unet`` (default: the model's ``faces/unet``) with the face model's text
-encoder, and with ``--install`` replaces ``MODEL/faces/unet`` with the result (float16) and
-writes ``MODEL/faces/comicgen.json`` with the infusion settings the face pass paints with
-(:func:`comicgen.faces.face_infusion`)::
+trains from ``--unet`` (default: the model's ``faces/unet``, the face pass's plain U-Net)
+with the face model's text encoder, and with ``--install`` copies the result (float16) into
+``MODEL/faces/unet-infusion`` and names it in ``MODEL/faces/comicgen.json`` with the
+infusion settings the face pass paints with (:func:`comicgen.faces.face_infusion`); crops
+without a sheet keep the plain U-Net, which paints them better::
 
     python -m toyworld.face_infusion --model comicgen/bundled/toyworld \\
         --out .train/face-infusion-1 --pairs .train/face-pairs-1 --pairs-seed 31 --steps 3000
@@ -22,10 +23,12 @@ from pathlib import Path
 from toyworld.face_model import INSTALLED
 from toyworld.infusion_unet import LEVELS, PAINTED
 
+INSTALLED_UNET = "unet-infusion"
+
 
 def install(unet: Path, model: Path, settings: dict) -> Path:
-    """Replace ``model/faces/unet`` with ``unet`` (float16) and write the face folder's
-    ``comicgen.json`` with ``settings``."""
+    """Copy ``unet`` (float16) into ``model/faces/unet-infusion`` and name it, with
+    ``settings``, in the face folder's ``comicgen.json``."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -35,10 +38,10 @@ def install(unet: Path, model: Path, settings: dict) -> Path:
     if not (faces / "unet" / "config.json").is_file():
         raise SystemExit(f"{faces}: no face model to install into; run its stages first")
     trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
-    with replacing_folder(faces / "unet") as tmp:
+    with replacing_folder(faces / INSTALLED_UNET) as tmp:
         save_portable(trained, tmp)
-    path = faces / "comicgen.json"
-    path.write_text(json.dumps({"infusion": settings}) + "\n", encoding="utf-8")
+    data = {"infusion_unet": INSTALLED_UNET, "infusion": settings}
+    (faces / "comicgen.json").write_text(json.dumps(data) + "\n", encoding="utf-8")
     return faces
 
 
