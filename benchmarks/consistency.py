@@ -21,10 +21,12 @@ it is not scored. The toy world's reader reads each panel back. Scores per metho
 
 Seeds: a tuning split (what defaults are chosen on) and a report split (what is
 published); ``--split`` picks one. Methods: plain, img2img from the first reference at
-0.5 / 0.75, ``mode: seed``, today's defaults, attention-level infusion (alone and with
-the output level) and variants; the ``truth`` row scores the toy world's own render of
-each prompt (the reader's ceiling), ``truth-vae`` that render after the model's VAE
-(encoded and decoded: the ceiling of anything the model paints).
+0.5 / 0.75, ``mode: seed``, today's defaults (``infused``: infusion, then the face pass
+as the render runs it — the model's face model, its sheet-trained U-Net on each crop with
+the sheet; without ``--unet``), ``infused-no-faces`` (infusion alone), attention-level
+infusion (alone and with the output level) and variants; the ``truth`` row scores the
+toy world's own render of each prompt (the reader's ceiling), ``truth-vae`` that render
+after the model's VAE (encoded and decoded: the ceiling of anything the model paints).
 
     python benchmarks/consistency.py --split report              # the published table
     python benchmarks/consistency.py --panels 4 --steps 8 --methods plain,infused
@@ -297,8 +299,9 @@ class Method:
     count: int = 1  # characters per panel
     story: bool = False  # also run the 6-panel stories
     # the face pass after painting (comicgen.faces): {"model": a face folder, relative to
-    # the model or absolute, or "own"; "strength"; "infusion": settings to infuse the
-    # character's sheet into the crop, or absent for a face pass without the sheet}
+    # the model or absolute, or "own"; "strength"; "paste": the window; "infusion":
+    # settings to infuse the character's sheet into the crop, null for none, or absent
+    # for what the render does (the face model's own settings, if it was trained so)}
     faces: dict | None = None
 
 
@@ -306,7 +309,8 @@ ATTENTION = {"levels": ["attention"], "attention": {"weight": 1.0}}
 ATTENTION_OUT = {"levels": ["attention", "out"], "layers": {"down": [0.0], "mid": 0.0, "up": [0.0]}}
 
 
-FACES = {"model": "faces", "strength": 0.75}  # the face pass as [render] faces = "auto"
+FACES = {"model": "auto", "strength": 0.75}  # the face pass as the render runs it by default
+NO_SHEET = {**FACES, "infusion": None}  # the plain face U-Net on every crop, no sheet
 
 
 def methods() -> list[Method]:
@@ -320,25 +324,22 @@ def methods() -> list[Method]:
         Method("img2img-0.5", "img2img", strength=0.5),
         Method("img2img-0.75", "img2img", strength=0.75),
         Method("seed-0.3", "infusion", settings={"mode": "seed", "layers": seed_layers}),
-        Method("infused", "infusion", settings={}, story=True),
+        # today's defaults: infusion, then the face pass as the render runs it
+        Method("infused", "infusion", settings={}, story=True, faces=FACES),
+        Method("infused-no-faces", "infusion", settings={}, story=True),
         Method("out-only", "infusion", settings={"layers": out_only}),
         Method("out-0.5", "infusion", settings={"layers": {**out_only, "out": 0.5}}),
         Method("attention", "infusion", settings=ATTENTION, story=True),
         Method("attention-2x", "infusion", settings={**ATTENTION, "attention": {"weight": 2.0}}),
         Method("attention+out", "infusion", settings=ATTENTION_OUT),
-        Method("infused+faces", "infusion", settings={}, story=True, faces=FACES),
-        Method(
-            "infused+faces-infused",
-            "infusion",
-            settings={},
-            story=True,
-            faces={**FACES, "infusion": {}},
-        ),
+        Method("infused+plain-faces", "infusion", settings={}, story=True, faces=NO_SHEET),
         Method("plain-2", "plain", count=2),
-        Method("regional-2", "infusion", settings={}, count=2),
+        Method("regional-2", "infusion", settings={}, count=2, faces=FACES),
+        Method("regional-2-no-faces", "infusion", settings={}, count=2),
         Method("attention-2", "infusion", settings=ATTENTION, count=2),
         Method("plain-3", "plain", count=3),
-        Method("regional-3", "infusion", settings={}, count=3),
+        Method("regional-3", "infusion", settings={}, count=3, faces=FACES),
+        Method("regional-3-no-faces", "infusion", settings={}, count=3),
         Method("attention-3", "infusion", settings=ATTENTION, count=3),
     ]
 
@@ -415,8 +416,13 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
     from comicgen.settings import InfusionSettings, panel_infusion
 
     spec = method.faces
-    name = spec.get("model", "faces")
-    folder = None if name == "own" else Path(args.model) / name
+    name = spec.get("model", "auto")
+    if name == "auto":  # the face model the model ships, as [render] faces = "auto"
+        if model is None or model.faces is None:
+            return image
+        folder = model.faces
+    else:
+        folder = None if name == "own" else Path(args.model) / name
     if str(folder) not in _FACE_PAINTERS:
         _FACE_PAINTERS[str(folder)] = FacePainter(pipe, folder)
     painter = _FACE_PAINTERS[str(folder)]
@@ -426,10 +432,12 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
         Face(_clause(ch, pos, facing), ref.box or position_box(ref.position))
         for ch, pos, ref in zip(panel.characters, panel.positions, refs, strict=True)
     ]
-    infusion = None
-    if "infusion" in spec:
+    infusion = painter.infusion  # as the render runs it: a sheet-trained face model's own
+    if spec.get("infusion") is not None:
         recommended = model.infusion if model is not None else {}
         infusion = panel_infusion(recommended, InfusionSettings(**spec["infusion"]))
+    elif "infusion" in spec:  # "infusion": null, no sheet in the crops
+        infusion = None
     return painter.repaint(
         image,
         faces,

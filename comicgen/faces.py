@@ -108,9 +108,11 @@ class FacePainter:
     A face model trained to repaint with the character's sheet infused into each crop says
     so in its ``comicgen.json``: ``{"infusion": {...}}``, the settings it paints with, and
     optionally ``"infusion_unet": "unet-infusion"``, the subfolder of the U-Net trained
-    that way (absent: its own U-Net was). :attr:`infusion` holds the settings (None for any
-    other face model), and the render passes each infused panel's sheets to
-    :meth:`repaint` with them; crops with a sheet are then painted by that U-Net."""
+    that way (absent: its own U-Net was), and ``"strength"``, the strength it repaints a
+    crop with its sheet at (absent: the pass's, ``[render] face_strength``).
+    :attr:`infusion` holds the settings (None for any other face model), and the render
+    passes each infused panel's sheets to :meth:`repaint` with them; crops with a sheet
+    are then painted by that U-Net."""
 
     def __init__(
         self,
@@ -152,7 +154,7 @@ class FacePainter:
         self.native = unet.config.sample_size * self.pipe.vae_scale_factor
         self._torch = torch
         self.cache = None  # the infusion's feature cache, made on first use
-        self.infusion, infusion_unet = face_infusion(folder)
+        self.infusion, infusion_unet, self.infused_strength = face_infusion(folder)
         self.infused_pipe = self.pipe  # what paints a crop with its sheet infused
         if infusion_unet is not None:
             trained = UNet2DConditionModel.from_pretrained(infusion_unet, torch_dtype=dtype)
@@ -208,6 +210,9 @@ class FacePainter:
         if not infuse:
             painted = self._paint([f.clause for f in faces], crops, seeds, negative, call)
         else:
+            if self.infused_strength is not None:  # the sheet-trained U-Net's own
+                s = self.infused_strength
+                call.update(strength=s, num_inference_steps=max(steps, math.ceil(1 / s)))
             painted = []
             for face, crop, square, ref, s in zip(faces, crops, squares, refs, seeds, strict=True):
                 box = ref and crop_box(ref.box or face.box, square, image.width, image.height)
@@ -255,9 +260,9 @@ class FacePainter:
 
 
 def face_infusion(folder: Path | None):
-    """(settings, U-Net folder or None) of a face model trained to repaint with the sheet
-    infused, from its folder's ``comicgen.json`` (see :class:`FacePainter`); (None, None)
-    for any other face model."""
+    """(settings, U-Net folder or None, strength or None) of a face model trained to
+    repaint with the sheet infused, from its folder's ``comicgen.json`` (see
+    :class:`FacePainter`); (None, None, None) for any other face model."""
     import json
 
     from comicgen.errors import ModelError
@@ -265,14 +270,15 @@ def face_infusion(folder: Path | None):
 
     path = folder / "comicgen.json" if folder is not None else None
     if path is None or not path.is_file():
-        return None, None
+        return None, None, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        settings = data.get("infusion")
-        unet = data.get("infusion_unet")
+        settings, unet, strength = (data.get(k) for k in ("infusion", "infusion_unet", "strength"))
         if settings is None:
-            return None, None
+            return None, None, None
         settings = InfusionSettings(**settings)
+        if strength is not None and not 0 < float(strength) <= 1:
+            raise ValueError(f"strength {strength} is not in (0, 1]")
     except (ValueError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(
@@ -286,4 +292,5 @@ def face_infusion(folder: Path | None):
             f"{path}: infusion_unet '{unet}' is not a U-Net folder",
             hint="it names a subfolder of the face model holding a diffusers U-Net",
         )
-    return settings, (folder / str(unet) if unet is not None else None)
+    unet = folder / str(unet) if unet is not None else None
+    return settings, unet, (float(strength) if strength is not None else None)

@@ -285,9 +285,9 @@ def model_faces(model_folder: Path, data: dict) -> Path | None:
 def resolve_faces(
     setting: str | None, info: ModelInfo | None, base: Path | None
 ) -> Path | str | None:
-    """The face-model folder ``[render] faces`` names ("auto": the one the model ships, if
-    any), "own" (the panel's own U-Net and text encoder, as ADetailer repaints with the
-    model that painted), or None: no face pass (the default, None, and "none")."""
+    """The face-model folder ``[render] faces`` names ("auto", the default: the one the
+    model ships, if any), "own" (the panel's own U-Net and text encoder, as ADetailer
+    repaints with the model that painted), or None: no face pass (None and "none")."""
     if setting is None or setting == "none":
         return None
     if setting == "own":

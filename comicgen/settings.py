@@ -168,15 +168,15 @@ class RenderSettings(Strict):
         "or 'none'. Empty: 'bundled:toyworld-x4' for the bundled model, 'none' otherwise.",
     )
 
-    faces: str | None = Field(
-        None,
+    faces: str = Field(
+        "auto",
         max_length=1000,
         description="The face pass, run on each painted panel before upscaling: every "
         "character the prompt names gets its face repainted in a close crop from its own "
         "clause of the prompt (how small faces come to show the asked expression and "
-        "facing). Empty or 'none': off (the default: on infused panels the face model "
-        "does not see the character's sheet and can paint over its details); 'auto': "
-        "the face model the panel's model ships (the bundled one does); 'own': the "
+        "facing). 'auto' (the default): the face model the panel's model ships, if any "
+        "(the bundled one does; on an infused panel its sheet-trained U-Net repaints each "
+        "crop with the character's sheet infused); 'none' or empty: off; 'own': the "
         "panel's own model repaints the crops (ADetailer's way, for large checkpoints); "
         "or a face-model folder (with unet/ and optionally text_encoder/ and vae/) "
         "relative to the workspace.",
@@ -191,12 +191,10 @@ class RenderSettings(Strict):
 
     @field_validator("faces")
     @classmethod
-    def _faces_spec(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def _faces_spec(cls, value: str) -> str:
         value = value.strip()
         if value.lower() in ("", "none"):
-            return None
+            return "none"  # not None: a story's "none" must override the workspace's "auto"
         if value.lower() in ("auto", "own"):
             return value.lower()
         return value

@@ -55,8 +55,8 @@ guidance = 5.0
 seed = 1234
 # upscale = "none"    # empty: "bundled:toyworld-x4" for the bundled model, else "none";
 #                      # or a super-resolution .pth/.safetensors file (ESRGAN, SwinIR, ...)
-# faces = "auto"      # the face pass (off by default): the model's face model (the
-#                      # bundled one ships one), "own", or a folder; face_strength = 0.75
+# faces = "auto"      # the face pass: the model's face model if it ships one (the
+#                      # bundled one does), "none", "own", or a folder; face_strength = 0.75
 
 [infusion]
 weight = 1.0           # 0 turns character infusion off

@@ -171,8 +171,8 @@ def test_render_keys_and_errors(model, tmp_path):
         with Library.open(here.db_path, here.cache_dir) as library:
             return plan(here, story, library).jobs
 
-    config()  # off by default
-    assert jobs()[1].face_model == ""
+    config()  # on by default: "auto", the face model the model ships
+    assert jobs()[1].face_model.endswith("faces")
     config('faces = "auto"\n')
     tree, pip = jobs()
     assert tree.faces == () and tree.face_model == ""
@@ -191,6 +191,11 @@ def test_render_keys_and_errors(model, tmp_path):
     assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
     config('faces = "none"\n')
     assert jobs()[1].face_model == ""
+    config()  # a story's "none" turns off the workspace's "auto"
+    text = story.read_text()
+    story.write_text(text.replace("pages:", "settings: {faces: none}\npages:"))
+    assert jobs()[1].face_model == ""
+    story.write_text(text)
     config('faces = "own"\n')  # the panel's model repaints the crop
     own = jobs()[1]
     assert own.face_model == "own" and own.face_model_id == inspect_model(str(model)).fingerprint
@@ -281,7 +286,21 @@ def test_a_face_model_trained_with_the_sheet_reads_it_on_infused_panels(model, t
     call = dict(seed=3, steps=4, guidance=4.0, strength=0.75)
     by_hand = alone.repaint(image, [face], **call, refs=[pip], infusion=faces.infusion)
     assert by_hand.tobytes() == trained.tobytes()
-    for bad in ('{"infusion": {"levels": ["nowhere"]}}', '{"infusion_unet": "no", "infusion": {}}'):
+    # a strength of its own for crops with a sheet; crops without keep the pass's
+    data = {"infusion_unet": "unet-infusion", "infusion": settings, "strength": 0.3}
+    (infused / "comicgen.json").write_text(json.dumps(data))
+    weak = FacePainter(painter.pipe, infused)
+    assert weak.infused_strength == 0.3
+    weaker = weak.repaint(image, [face], **call, refs=[pip], infusion=weak.infusion)
+    assert weaker.tobytes() != by_hand.tobytes()
+    plain_crops = FacePainter(painter.pipe, model / "faces").repaint(image, [face], **call)
+    assert weak.repaint(image, [face], **call).tobytes() == plain_crops.tobytes()
+    bad_files = (
+        '{"infusion": {"levels": ["nowhere"]}}',
+        '{"infusion_unet": "no", "infusion": {}}',
+        '{"infusion": {}, "strength": 2}',
+    )
+    for bad in bad_files:
         (infused / "comicgen.json").write_text(bad)
         with pytest.raises(ModelError, match="comicgen.json"):
             FacePainter(painter.pipe, infused)

@@ -326,9 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--faces",
-        default="none",
-        help="the face pass (comicgen render's [render] faces): none (the default), auto "
-        "(the model's faces/ folder, if it has one), own (the model itself), or a folder",
+        default="auto",
+        help="the face pass (comicgen render's [render] faces): auto (the default, as the "
+        "render: the model's faces/ folder, if it has one), none, own (the model itself), "
+        "or a folder",
     )
     ap.add_argument(
         "--face-strength",

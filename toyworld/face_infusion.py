@@ -24,11 +24,14 @@ from toyworld.face_model import INSTALLED
 from toyworld.infusion_unet import LEVELS, PAINTED
 
 INSTALLED_UNET = "unet-infusion"
+# chosen on benchmarks/consistency.py's tuning split (0.5 / 0.6 / 0.75): docs/infusion.md
+STRENGTH = 0.5
 
 
-def install(unet: Path, model: Path, settings: dict) -> Path:
+def install(unet: Path, model: Path, settings: dict, strength: float | None = None) -> Path:
     """Copy ``unet`` (float16) into ``model/faces/unet-infusion`` and name it, with
-    ``settings``, in the face folder's ``comicgen.json``."""
+    ``settings`` (and the ``strength`` it repaints at), in the face folder's
+    ``comicgen.json``."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -41,6 +44,8 @@ def install(unet: Path, model: Path, settings: dict) -> Path:
     with replacing_folder(faces / INSTALLED_UNET) as tmp:
         save_portable(trained, tmp)
     data = {"infusion_unet": INSTALLED_UNET, "infusion": settings}
+    if strength is not None:
+        data["strength"] = strength
     (faces / "comicgen.json").write_text(json.dumps(data) + "\n", encoding="utf-8")
     return faces
 
@@ -59,6 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs-n", type=int, default=4000)
     ap.add_argument("--pairs-seed", type=int, default=31)
     ap.add_argument("--install", action="store_true", help="install the result in --model")
+    ap.add_argument(
+        "--strength",
+        type=float,
+        default=STRENGTH,
+        help="the strength the face pass repaints a crop with its sheet at (installed)",
+    )
     ap.add_argument("--device", default="cpu")
     args, rest = ap.parse_known_args(argv)
     faces = args.model / INSTALLED
@@ -75,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ]  # fmt: skip
     training.main(train_argv)
     if args.install:
-        print(f"installed: {install(args.out / 'unet', args.model, {**settings, **PAINTED})}")
+        painted = {**settings, **PAINTED}
+        print(f"installed: {install(args.out / 'unet', args.model, painted, args.strength)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
     python -m toyworld.train --stages 9-11         # only the infusion-trained U-Net
-    python -m toyworld.train --stages 12-15        # only the face pass's model (faces/)
+    python -m toyworld.train --stages 12-16        # only the face pass's model (faces/)
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -152,6 +152,14 @@ STAGES = (
         + ("--install",),
         FACE_GPU_ARGS,
     ),
+    Stage(
+        "16 face model, sheet-trained: the face U-Net with each crop's sheet infused; "
+        "installed as faces/unet-infusion",
+        "face_infusion",
+        ("--out", ".train/face-infusion-1", "--pairs", ".train/face-pairs-1", "--pairs-n", "8000")
+        + ("--pairs-seed", "31", "--steps", "4000", "--lr-schedule", "cosine")
+        + ("--lr-warmup", "100", "--seed", "43", "--threads", "1", "--install"),
+    ),
 )
 
 
@@ -183,7 +191,7 @@ def stage_argv(stage: Stage, opts: argparse.Namespace) -> list[str]:
     elif stage.module == "face_model":  # trains and exports to its own run folder
         args += ["--device", opts.device, "--model", str(opts.export), "--workers"]
         args += [str(opts.workers), *threads]
-    elif stage.module == "infusion_unet":  # step-bounded: the same steps on a GPU
+    elif stage.module in ("infusion_unet", "face_infusion"):  # step-bounded: same on a GPU
         args += ["--device", opts.device, "--model", str(opts.export)]
     else:
         args += ["--device", opts.device, "--model", str(opts.export), "--workers"]
@@ -212,13 +220,14 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--export", type=Path, default=TOYWORLD_DIR)
     ap.add_argument("--dry-run", action="store_true", help="print the stages and stop")
     opts = ap.parse_args(argv)
-    from toyworld import face_model, finetune_decoder, infusion_unet, train
+    from toyworld import face_infusion, face_model, finetune_decoder, infusion_unet, train
 
     runners = {
         "train": train.main,
         "finetune_decoder": finetune_decoder.main,
         "infusion_unet": infusion_unet.main,
         "face_model": face_model.main,
+        "face_infusion": face_infusion.main,
     }
     for number in _parse_stages(opts.stages):
         stage = STAGES[number - 1]
