@@ -159,7 +159,8 @@ class FacePainter:
         if infusion_unet is not None:
             trained = UNet2DConditionModel.from_pretrained(infusion_unet, torch_dtype=dtype)
             self.infused_pipe = StableDiffusionImg2ImgPipeline(
-                **{**self.pipe.components, "unet": trained.to(device)}
+                **{**self.pipe.components, "unet": trained.to(device)},
+                requires_safety_checker=False,
             )
             self.infused_pipe.set_progress_bar_config(disable=True)
 
