@@ -202,7 +202,8 @@ def round_trip(vae, images):
     decoded by ``vae``, back as uint8 N x 3 x H x W on the CPU, in batches of 64."""
     import torch
 
-    x = torch.as_tensor(images).float().cpu() / 127.5 - 1.0
+    x = (images if torch.is_tensor(images) else torch.from_numpy(np.array(images))).float()
+    x = x.cpu() / 127.5 - 1.0  # (np.array copies: a read-only array made a warning)
     param = next(vae.parameters())
     recs = []
     with torch.no_grad():

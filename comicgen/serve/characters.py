@@ -53,7 +53,8 @@ def character_page(studio: Studio) -> str:
         views = []
         for i, image in enumerate(record.images):
             mask = image.mask()
-            coverage = round(100 * sum(mask.getdata()) / (255 * mask.width * mask.height))
+            total = sum(level * n for level, n in enumerate(mask.histogram()))
+            coverage = round(100 * total / (255 * mask.width * mask.height))
             box = " ".join(f"{v:.2f}" for v in _mask_box(mask))
             base = f"/_studio/characters/{quote(record.name, safe='')}/{i}"
             views.append(
