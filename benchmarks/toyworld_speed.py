@@ -3,7 +3,8 @@
 Times one panel of every bucket (square 64x64, wide, tall and the long strips; 20 DDIM
 steps with classifier-free guidance, median of several runs) side by side with the 64x64
 panel, the per-image time in a batch of 16 at 64x64, the face pass's cost per character
-(``comicgen.faces``, where the bundled model ships a face model) and the upscale stage's
+(``comicgen.faces``, where the bundled model ships a face model; plain, and with the
+character's sheet through the sheet-trained face U-Net) and the upscale stage's
 cost per panel (``comicgen.upscale.load_upscaler("bundled:toyworld-x4")`` where it exists).
 
     python benchmarks/toyworld_speed.py [--runs 7] [--threads N]
@@ -112,6 +113,30 @@ def faces(args, pipe, image, base: float) -> None:
         f"face pass, one character (strength {painter.strength}, "
         f"{int(args.steps * painter.strength)} steps + CFG): median {med:.3f}s "
         f"({med / base:.2f}x the 64x64 panel)"
+    )
+    if painter.infusion is None:
+        print("face pass with the sheet: the face model has no sheet-trained U-Net")
+        return
+    from PIL import Image
+
+    from comicgen.infusion import CharacterRefs
+
+    sheet = Image.new("RGB", (64, 64), "white")  # one view of a red circle on white
+    sheet.paste((200, 30, 30), (20, 14, 44, 58))
+    refs = [CharacterRefs("pip", [sheet], description="a red circle character", key="speed")]
+    infused = dict(kw, refs=refs, infusion=painter.infusion)
+    painter.repaint(image, [face], **infused)  # warm-up (and the sheet's cached features)
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        painter.repaint(image, [face], **infused)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    strength = painter.infused_strength or painter.strength
+    print(
+        f"face pass with the sheet, one character (strength {strength}, "
+        f"{int(args.steps * strength)} steps + CFG, the sheet's features cached): median "
+        f"{med:.3f}s ({med / base:.2f}x the 64x64 panel)"
     )
 
 
