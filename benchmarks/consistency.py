@@ -447,7 +447,7 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
         strength=spec.get("strength", 0.75),
         refs=refs if infusion else None,
         infusion=infusion,
-        paste=tuple(spec.get("paste", (0.3, 0.85))),
+        paste=tuple(spec["paste"]) if "paste" in spec else None,
     )
 
 

@@ -23,6 +23,16 @@ from toyworld.evaluate import load_pipeline
 from toyworld.world import BUCKETS
 
 
+def median_seconds(call, runs: int) -> float:
+    """The median wall time of ``call()`` over ``runs`` calls."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
@@ -77,13 +87,8 @@ def main() -> None:
     if up is None:
         print(f"upscale: {args.upscaler} loads no upscaler")
         return
-    up.upscale(image)  # warm-up
-    times = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        big = up.upscale(image)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    big = up.upscale(image)  # warm-up
+    med = median_seconds(lambda: up.upscale(image), args.runs)
     print(
         f"upscale {image.width}x{image.height} -> {big.width}x{big.height} ({args.upscaler}): "
         f"median {med:.3f}s per panel ({med / base:.2f}x the 64x64 panel)"
@@ -103,12 +108,7 @@ def faces(args, pipe, image, base: float) -> None:
     face = Face("a red circle character with a blue hat looking sad", position_box("left"))
     kw = dict(seed=0, steps=args.steps, guidance=7.5)
     painter.repaint(image, [face], **kw)  # warm-up
-    times = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        painter.repaint(image, [face], **kw)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    med = median_seconds(lambda: painter.repaint(image, [face], **kw), args.runs)
     print(
         f"face pass, one character (strength {painter.strength}, "
         f"{int(args.steps * painter.strength)} steps + CFG): median {med:.3f}s "
@@ -126,12 +126,7 @@ def faces(args, pipe, image, base: float) -> None:
     refs = [CharacterRefs("pip", [sheet], description="a red circle character", key="speed")]
     infused = dict(kw, refs=refs, infusion=painter.infusion)
     painter.repaint(image, [face], **infused)  # warm-up (and the sheet's cached features)
-    times = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        painter.repaint(image, [face], **infused)
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    med = median_seconds(lambda: painter.repaint(image, [face], **infused), args.runs)
     strength = painter.infused_strength or painter.strength
     print(
         f"face pass with the sheet, one character (strength {strength}, "

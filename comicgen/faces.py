@@ -21,6 +21,7 @@ from pathlib import Path
 Box = tuple[float, float, float, float]
 
 FACE_SIDE = 0.46  # the crop's side: this share of the panel's shorter side
+PASTE = (0.3, 0.85)  # the paste window's (inner, outer), fractions of the half-side: window()
 
 
 def face_square(box: Box, width: float, height: float, side: float = FACE_SIDE) -> Box:
@@ -86,7 +87,7 @@ def crop_box(box: Box, square: tuple[float, float, float], width: float, height:
     return out if out[2] - out[0] > 0.05 and out[3] - out[1] > 0.05 else None
 
 
-def window(side: int, inner: float = 0.3, outer: float = 0.85):
+def window(side: int, inner: float = PASTE[0], outer: float = PASTE[1]):
     """A soft square mask (PIL "L", ``side`` pixels) for pasting a repainted crop: 255 within
     ``inner`` of the half-side from the centre (the face), falling to 0 at ``outer`` and
     beyond, so the crop's edges - background the face model repaints from the character's
@@ -119,7 +120,7 @@ class FacePainter:
         pipe,
         folder: Path | None,
         strength: float = 0.75,
-        paste: tuple[float, float] = (0.3, 0.85),
+        paste: tuple[float, float] = PASTE,
     ):
         import torch
         from diffusers import StableDiffusionImg2ImgPipeline, UNet2DConditionModel
@@ -201,19 +202,18 @@ class FacePainter:
             crops.append(crop.resize((self.native, self.native), Image.Resampling.LANCZOS))
         seeds = [seed + 7919 * (i + 1) for i in range(len(faces))]
         strength = self.strength if strength is None else strength
+        infuse = infusion is not None and infusion.weight > 0 and refs and any(refs)
+        if infuse and self.infused_strength is not None:  # the sheet-trained U-Net's own
+            strength = self.infused_strength
         call = dict(
             strength=strength,
             # the image-to-image pipeline runs int(steps * strength) of them
             num_inference_steps=max(steps, math.ceil(1 / strength)),
             guidance_scale=guidance,
         )
-        infuse = infusion is not None and infusion.weight > 0 and refs and any(refs)
         if not infuse:
             painted = self._paint([f.clause for f in faces], crops, seeds, negative, call)
         else:
-            if self.infused_strength is not None:  # the sheet-trained U-Net's own
-                s = self.infused_strength
-                call.update(strength=s, num_inference_steps=max(steps, math.ceil(1 / s)))
             painted = []
             for face, crop, square, ref, s in zip(faces, crops, squares, refs, seeds, strict=True):
                 box = ref and crop_box(ref.box or face.box, square, image.width, image.height)

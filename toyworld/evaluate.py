@@ -220,9 +220,9 @@ def face_painter(
         raise SystemExit(f"--faces: {exc.message} ({exc.hint})") from None
     if folder is None:
         return None
-    painter = FacePainter(pipe, None if folder == "own" else folder, strength)
-    painter.paste = paste or painter.paste
-    return painter
+    from comicgen.faces import PASTE
+
+    return FacePainter(pipe, None if folder == "own" else folder, strength, paste or PASTE)
 
 
 def hat_error(want: R.CharacterReading, got: R.CharacterReading | None, scene: R.Reading) -> str:

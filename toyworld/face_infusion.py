@@ -32,17 +32,12 @@ def install(unet: Path, model: Path, settings: dict, strength: float | None = No
     """Copy ``unet`` (float16) into ``model/faces/unet-infusion`` and name it, with
     ``settings`` (and the ``strength`` it repaints at), in the face folder's
     ``comicgen.json``."""
-    import torch
-    from diffusers import UNet2DConditionModel
-
-    from toyworld.trainkit import replacing_folder, save_portable
+    from toyworld.trainkit import install_unet
 
     faces = model / INSTALLED
     if not (faces / "unet" / "config.json").is_file():
         raise SystemExit(f"{faces}: no face model to install into; run its stages first")
-    trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
-    with replacing_folder(faces / INSTALLED_UNET) as tmp:
-        save_portable(trained, tmp)
+    install_unet(unet, faces / INSTALLED_UNET)
     data = {"infusion_unet": INSTALLED_UNET, "infusion": settings}
     if strength is not None:
         data["strength"] = strength

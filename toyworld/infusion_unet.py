@@ -35,15 +35,9 @@ PAINTED = {"reference_noise": "clean"}
 
 def install(unet: Path, model: Path, settings: dict) -> Path:
     """Copy ``unet`` into ``model/unet-infusion`` (float16) and name it in comicgen.json."""
-    import torch
-    from diffusers import UNet2DConditionModel
+    from toyworld.trainkit import install_unet
 
-    from toyworld.trainkit import replacing_folder, save_portable
-
-    trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
-    dest = model / INSTALLED
-    with replacing_folder(dest) as tmp:
-        save_portable(trained, tmp)
+    dest = install_unet(unet, model / INSTALLED)
     path = model / "comicgen.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     data.update(infusion_unet=INSTALLED, infusion=settings)

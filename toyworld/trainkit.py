@@ -143,6 +143,18 @@ def save_portable(model, folder: Path) -> None:
     config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def install_unet(unet: Path, dest: Path) -> Path:
+    """The U-Net saved in folder ``unet`` written to ``dest`` in float16 (as the model's
+    own U-Net ships), replacing it whole, without the training machine's path."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    trained = UNet2DConditionModel.from_pretrained(str(unet)).to(torch.float16)
+    with replacing_folder(dest) as tmp:
+        save_portable(trained, tmp)
+    return dest
+
+
 def progress_bar(total: float, desc: str):
     from tqdm.auto import tqdm
 

@@ -191,16 +191,15 @@ def train(args: argparse.Namespace) -> dict:
     device = accelerator.device
     pipe = DiffusionPipeline.from_pretrained(args.model).to(device)
     pipe.set_progress_bar_config(disable=True)
-    for name in ("vae", "text_encoder", "text_encoder_2"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            module.requires_grad_(False)
     if args.text_encoder:  # e.g. a face model's, trained with its U-Net
         from transformers import CLIPTextModel
 
         own = pipe.text_encoder
         pipe.text_encoder = CLIPTextModel.from_pretrained(args.text_encoder).to(device, own.dtype)
-        pipe.text_encoder.requires_grad_(False)
+    for name in ("vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.requires_grad_(False)
     if args.unet:  # go on from an earlier run's U-Net (a new phase: fresh optimizer)
         from diffusers import UNet2DConditionModel
 
