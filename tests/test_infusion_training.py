@@ -228,3 +228,25 @@ def test_face_pairs_crop_one_character_with_its_box_and_other_faces(tmp_path):
         assert 0.0 <= x0 < 0.5 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
         assert " looking " in item["caption"] and " facing " in item["caption"]
         assert data[i]["scene"].size == (64, 64) and len(data[i]["refs"][0].images) >= 1
+
+
+def test_face_pairs_from_every_frame_shape_box_the_drawn_face():
+    from comicgen.faces import crop_box
+    from toyworld import drawing as D
+    from toyworld import world as W
+    from toyworld.face_pairs import make_face_pair, parse_buckets
+
+    buckets = parse_buckets("all")
+    shapes = set()
+    for i in range(24):
+        scene, k, (x0, y0, x1, _), _, _, box = make_face_pair(5, i, buckets)
+        shapes.add((scene.width, scene.height))
+        fx0, fy0, fx1, fy1 = D.part_boxes(scene)["face"][k]
+        w, h = scene.width, scene.height
+        face = crop_box((fx0 / w, fy0 / h, fx1 / w, fy1 / h), (x0, y0, x1 - x0), w, h)
+        # the character's box in the crop holds its drawn face (tilt margin aside)
+        assert face is not None
+        assert box[0] <= face[0] + 0.05 and face[2] - 0.05 <= box[2], (i, box, face)
+        assert box[1] <= face[1] + 0.05 and face[3] - 0.05 <= box[3], (i, box, face)
+    assert len(shapes) >= 4  # the pairs come from several frame shapes
+    assert set(buckets) == set(W.BUCKETS)

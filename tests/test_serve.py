@@ -31,14 +31,16 @@ pages:
 """
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+def wait_for(condition, timeout: float = 60.0, what="condition"):
+    """``condition()``'s first true value; ``what`` (a string, or a callable read at the
+    timeout so that the message shows the state then) names it in the failure."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = condition()
         if value:
             return value
         time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 @pytest.fixture
@@ -52,6 +54,20 @@ def served(tmp_path):
         client.ws = ws
         client.story = ws.stories_dir / "served.yaml"
         yield client
+
+
+def stacks() -> str:
+    """Where the studio's threads stand (for a timeout's message)."""
+    import sys
+    import threading
+    import traceback
+
+    frames = sys._current_frames()
+    return "\n".join(
+        f"--- {t.name}\n" + "".join(traceback.format_stack(frames[t.ident], limit=8))
+        for t in threading.enumerate()
+        if t.ident in frames and t.name.startswith(("comicgen", "asyncio", "AnyIO"))
+    )
 
 
 def settled(client) -> dict:
@@ -69,8 +85,11 @@ def settled(client) -> dict:
     wait_for(
         done,
         timeout=120,
-        what=f"all panels painted ({state.history}, {studio.painter.errors}, "
-        f"{studio.painter.status('served')}, {studio.painter.painted})",
+        what=lambda: (
+            f"all panels painted ({state.history}, {studio.painter.errors}, "
+            f"{studio.painter.status('served')}, {studio.painter.painted}, "
+            f"dirty={studio.dirty}, painter alive={studio.painter.is_alive()})\n{stacks()}"
+        ),
     )
     return state
 
@@ -165,6 +184,25 @@ def test_takes_and_pick_through_the_api_keep_comments(served):
     assert all(state.build.cached.values())
     # and the contact sheet is where `render --takes` puts it, for `comicgen pick`
     wait_for(lambda: (served.ws.build_dir / "served" / "takes" / "1-2.json").is_file())
+
+
+def test_a_bug_in_a_build_is_reported_and_the_next_save_builds(served, monkeypatch):
+    import comicgen.serve.studio as studio_module
+
+    state = settled(served)
+    real = studio_module.build_pages
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(studio_module, "build_pages", broken)
+    edit(served, "Hello there.", "Hello again.")
+    wait_for(lambda: state.error, what="the bug's report")
+    assert state.error == "building failed: RuntimeError('a bug')"
+    monkeypatch.setattr(studio_module, "build_pages", real)
+    edit(served, "Hello again.", "Hello at last.")
+    wait_for(lambda: state.error is None, what="the next build")
+    assert "Hello at last." in served.get("/s/served/page-01.html").text
 
 
 def test_writes_need_the_token_json_and_this_origin(served):

@@ -47,7 +47,7 @@ def install(unet: Path, model: Path, settings: dict, strength: float | None = No
 
 def main(argv: list[str] | None = None) -> None:
     from comicgen.infusion import training
-    from toyworld.face_pairs import write_face_pairs
+    from toyworld.face_pairs import BUCKETS_HELP, parse_buckets, write_face_pairs
 
     ap = argparse.ArgumentParser(
         prog="python -m toyworld.face_infusion", description=__doc__.split("\n")[0]
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=Path, default=Path(".train/face-pairs"))
     ap.add_argument("--pairs-n", type=int, default=4000)
     ap.add_argument("--pairs-seed", type=int, default=31)
+    ap.add_argument("--pairs-buckets", default="square", help=BUCKETS_HELP)
     ap.add_argument("--install", action="store_true", help="install the result in --model")
     ap.add_argument(
         "--strength",
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     faces = args.model / INSTALLED
     if not (args.pairs / "metadata.jsonl").is_file():
         print(f"writing {args.pairs_n} face pairs to {args.pairs} …", flush=True)
-        write_face_pairs(args.pairs, args.pairs_n, args.pairs_seed)
+        buckets = parse_buckets(args.pairs_buckets)
+        write_face_pairs(args.pairs, args.pairs_n, args.pairs_seed, buckets=buckets)
     settings = {"levels": LEVELS, "reference_noise": "matched"}  # trained as the panels' U-Net
     device = ["--device", "cpu"] if args.device == "cpu" else []
     train_argv = [

@@ -3,13 +3,13 @@
 The face pass (``comicgen.faces``) repaints a close crop of each character; with the
 character's sheet infused into that repaint, its U-Net must learn to take the identity from
 the sheet and the expression and facing from the clause, at the crop's scale. Each pair is
-one character's jittered face square (``toyworld.face_crops.crop_box``) cut from a square
-scene rendered at three pixels a unit, its clause as caption ("a character looking sad
-facing left on the right"; the identity named in a quarter of them, as ``toyworld.pairs``),
-the character's box moved into the crop, and sheet views with other expressions and
-facings. Same folder format as ``toyworld.pairs``::
+one character's jittered face square (``toyworld.face_crops.crop_box``) cut from a scene of
+one of ``buckets`` (frame shapes; default square) rendered at three pixels a unit, its
+clause as caption ("a character looking sad facing left on the right"; the identity named
+in a quarter of them, as ``toyworld.pairs``), the character's drawn box moved into the
+crop, and sheet views with other expressions and facings. Same folder format as ``toyworld.pairs``::
 
-    python -m toyworld.face_pairs --out face-pairs --n 2000
+    python -m toyworld.face_pairs --out face-pairs --n 2000 --buckets all
 """
 
 from __future__ import annotations
@@ -24,11 +24,29 @@ from toyworld import pairs as P
 from toyworld import world as W
 
 
-def make_face_pair(seed: int, index: int):
+def drawn_box(scene, index: int) -> tuple[float, float, float, float]:
+    """Where the toy world draws character ``index`` of ``scene`` (body and hat), as
+    fractions of the scene's width and height (any frame shape)."""
+    from toyworld import drawing as D
+
+    _, cx, feet, s = D.placements(scene)[index]
+    top = feet - s * (1.0 + D.HAT_HEIGHT)
+    w, h = scene.width, scene.height
+    return (
+        max(0.0, (cx - 0.55 * s) / w),
+        max(0.0, top / h),
+        min(1.0, (cx + 0.55 * s) / w),
+        min(1.0, feet / h),
+    )
+
+
+def make_face_pair(seed: int, index: int, buckets: tuple[str, ...] = ("square",)):
     """(scene, character index, crop square in 64-units, sheet views, caption, box in the
-    crop's fractions) of face pair ``index``."""
+    crop's fractions) of face pair ``index``; the scene's frame shape drawn from
+    ``buckets``."""
     rng = P._rng(seed, index)
-    scene = W.sample_scene(rng, 0.0, "square")
+    bucket = buckets[0] if len(buckets) == 1 else rng.choice(buckets)  # one: no draw
+    scene = W.sample_scene(rng, 0.0, bucket)
     k = rng.randrange(len(scene.characters))
     ch, position = scene.characters[k], scene.positions[k]
     square = F.crop_box(scene, k, rng)
@@ -36,13 +54,15 @@ def make_face_pair(seed: int, index: int):
     who = W.describe(ch) if rng.random() < P.IDENTITY_IN_CAPTION else "a character"
     caption = f"{who} looking {ch.expression} facing {ch.facing} {W.POSITION_PHRASE[position]}"
     x0, y0, x1, _ = square
-    panel_box = P.character_box(scene.shot, scene.positions, k)
-    box = box_in_square(panel_box, (x0, y0, x1 - x0), W.SIZE, W.SIZE)
+    box = box_in_square(drawn_box(scene, k), (x0, y0, x1 - x0), scene.width, scene.height)
     return scene, k, square, views, caption, box
 
 
-def write_face_pairs(folder: Path, n: int, seed: int = 0, size: int = W.SIZE) -> Path:
-    """Write ``n`` face pairs (``size`` pixels) and their ``metadata.jsonl`` under ``folder``."""
+def write_face_pairs(
+    folder: Path, n: int, seed: int = 0, size: int = W.SIZE, buckets: tuple[str, ...] = ("square",)
+) -> Path:
+    """Write ``n`` face pairs (``size`` pixels) and their ``metadata.jsonl`` under ``folder``,
+    cut from scenes of ``buckets``' frame shapes."""
     from PIL import Image
 
     from toyworld import drawing as D
@@ -51,7 +71,7 @@ def write_face_pairs(folder: Path, n: int, seed: int = 0, size: int = W.SIZE) ->
     lines = []
     f = F.RENDER_SCALE
     for i in range(n):
-        scene, k, (x0, y0, x1, y1), views, caption, box = make_face_pair(seed, i)
+        scene, k, (x0, y0, x1, y1), views, caption, box = make_face_pair(seed, i, buckets)
         sub = folder / f"{i:05d}"
         sub.mkdir(exist_ok=True)
         big = D.render(scene, W.SIZE * f)
@@ -63,6 +83,18 @@ def write_face_pairs(folder: Path, n: int, seed: int = 0, size: int = W.SIZE) ->
     return P.write_metadata(folder, lines)
 
 
+BUCKETS_HELP = "frame shapes to cut faces from: 'all' or names from toyworld.world.BUCKETS"
+
+
+def parse_buckets(text: str) -> tuple[str, ...]:
+    """``"all"`` or comma-separated bucket names -> the names (exits on an unknown one)."""
+    names = tuple(W.BUCKETS) if text == "all" else tuple(b.strip() for b in text.split(","))
+    unknown = [b for b in names if b not in W.BUCKETS]
+    if unknown or not names:
+        raise SystemExit(f"--buckets: unknown {unknown}; use 'all' or some of {list(W.BUCKETS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m toyworld.face_pairs", description=__doc__.split("\n")[0]
@@ -71,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=W.SIZE)
+    ap.add_argument("--buckets", default="square", help=BUCKETS_HELP)
     args = ap.parse_args(argv)
-    path = write_face_pairs(args.out, args.n, args.seed, args.size)
+    buckets = parse_buckets(args.buckets)
+    path = write_face_pairs(args.out, args.n, args.seed, args.size, buckets)
     print(f"{args.n} face pairs: {path}")
 
 

@@ -23,6 +23,8 @@ from comicgen.serve.jobs import Painter, TakeRequest, Work
 from comicgen.serve.pages import Build, build_pages
 from comicgen.workspace import Workspace
 
+WAKE_CHECK_S = 1.0  # the builder looks for dirty stories at least this often
+
 
 @dataclass(eq=False)
 class StoryState:
@@ -184,18 +186,35 @@ class Studio:
             self.wake = asyncio.Event()
         while True:
             if not self.dirty:
-                await self.wake.wait()
+                try:  # woken by mark_dirty; the timeout only guards against a lost wake-up
+                    await asyncio.wait_for(self.wake.wait(), WAKE_CHECK_S)
+                except asyncio.TimeoutError:
+                    continue
             self.wake.clear()
             with self._libraries_lock:
                 names, self.dirty = sorted(self.dirty), set()
             for name in names:
                 if name in self.stories:
-                    await loop.run_in_executor(self.executor, self.build_now, name)
+                    await loop.run_in_executor(self.executor, self._build_guarded, name)
+
+    def _build_guarded(self, name: str) -> None:
+        """``build_now``, with a bug reported in the open pages (and its traceback on
+        stderr) instead of ending the builder: the next save builds again."""
+        try:
+            self.build_now(name)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the live loop
+            import traceback
+
+            traceback.print_exc()
+            state = self.stories[name]
+            state.error = f"building failed: {exc!r}"
+            state.history.append({"version": state.version, "error": state.error})
+            self._emit("state", self.state_of(state), name)
 
     async def ensure_built(self, state: StoryState) -> None:
         if state.build is None and state.error is None:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.executor, self.build_now, state.name)
+            await loop.run_in_executor(self.executor, self._build_guarded, state.name)
 
     def files_changed(self, paths: set[Path]) -> None:
         """The watcher saw these files change: rebuild what they can affect."""
