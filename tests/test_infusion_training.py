@@ -228,6 +228,15 @@ def test_face_pairs_crop_one_character_with_its_box_and_other_faces(tmp_path):
         assert 0.0 <= x0 < 0.5 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
         assert " looking " in item["caption"] and " facing " in item["caption"]
         assert data[i]["scene"].size == (64, 64) and len(data[i]["refs"][0].images) >= 1
+    # several folders train together, each pair's images read from its own folder
+    write_face_pairs(tmp_path / "more", 2, seed=3, buckets=("tall",))
+    both = PairFolder([tmp_path / "faces", tmp_path / "more"], 64)
+    assert len(both) == 6
+    assert (
+        both[5]["caption"]
+        == json.loads((tmp_path / "more/metadata.jsonl").read_text().splitlines()[1])["caption"]
+    )
+    assert both[5]["scene"].size == (64, 64) and both[5]["refs"][0].images
 
 
 def test_face_pairs_from_every_frame_shape_box_the_drawn_face():

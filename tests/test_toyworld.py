@@ -357,6 +357,46 @@ def test_face_model_phase_trains_on_crops_and_installs_unet_and_text_encoder(tmp
     before = load_file(model / "unet" / "diffusion_pytorch_model.safetensors")
     assert trained.keys() == before.keys()
     assert any(not torch.equal(trained[k], before[k]) for k in trained)  # it trained
-    assert not list(model.glob(".faces-*"))  # no half-installed folder left behind
+    assert not list(faces.glob(".*"))  # no half-installed folder left behind
     with pytest.raises(SystemExit, match="was the run exported"):
         face_model.install(tmp_path / "nowhere", model)
+    # a later phase, averaged with the first (a weight soup), installs its two parts and
+    # leaves the rest of faces/ (the sheet-trained U-Net) alone
+    (faces / "unet-infusion").mkdir()
+    (faces / "comicgen.json").write_text("{}", encoding="utf-8")
+    first = tmp_path / "faces-1" / "export"
+    face_model.main(
+        [*small, "--model", str(model), "--out", str(tmp_path / "faces-2"), "--init", str(first)]
+        + ["--unet-steps", "2", "--seed", "5", "--average-with", str(first), "--install"]
+    )
+    assert sorted(p.name for p in faces.iterdir()) == [
+        "comicgen.json",
+        "text_encoder",
+        "unet",
+        "unet-infusion",
+    ]
+    second = load_file(faces / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(second[k], trained[k]) for k in trained)
+
+
+def test_average_weights_is_the_mean_of_each_weight_and_keeps_the_config(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from toyworld.trainkit import average_weights
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, value in ((a, 1.0), (b, 4.0)):
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"from": "{folder.name}"}}', encoding="utf-8")
+        w = {"w": torch.full((2, 3), value, dtype=torch.float16), "n": torch.tensor([value])}
+        save_file(w, str(folder / "model.safetensors"))
+    average_weights([a, b], a)  # in place, as the recipe's fifth phase does
+    out = load_file(str(a / "model.safetensors"))
+    assert out["w"].dtype == torch.float16 and torch.equal(out["w"], torch.full((2, 3), 2.5).half())
+    assert torch.equal(out["n"], torch.tensor([2.5]))
+    assert (a / "config.json").read_text(encoding="utf-8") == '{"from": "a"}'
+    save_file({"other": torch.zeros(1)}, str(b / "model.safetensors"))
+    with pytest.raises(SystemExit, match="differ in names"):
+        average_weights([a, b], tmp_path / "c")
+    assert not (tmp_path / "c").exists()

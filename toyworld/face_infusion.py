@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs-n", type=int, default=4000)
     ap.add_argument("--pairs-seed", type=int, default=31)
     ap.add_argument("--pairs-buckets", default="square", help=BUCKETS_HELP)
+    ap.add_argument(
+        "--with-pairs",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="an earlier phase's pair folders to train on too (before --pairs)",
+    )
     ap.add_argument("--install", action="store_true", help="install the result in --model")
     ap.add_argument(
         "--strength",
@@ -77,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     device = ["--device", "cpu"] if args.device == "cpu" else []
     train_argv = [
         "--model", str(args.model), "--text-encoder", str(faces / "text_encoder"),
-        "--unet", str(args.unet or faces / "unet"), "--data", str(args.pairs),
+        "--unet", str(args.unet or faces / "unet"),
+        "--data", *map(str, args.with_pairs), str(args.pairs),
         "--out", str(args.out), "--infusion", json.dumps(settings), "--lr", "1e-4",
         "--character-weight", "4", "--checkpoint-every", "500", "--resume", *device, *rest,
     ]  # fmt: skip

@@ -12,6 +12,9 @@ and with ``--install`` copies the export's ``unet/`` and ``text_encoder/`` into
         --out .train/faces-1 --data 8000 --batch 32 --lr 4e-4 --budget-minutes 37
     python -m toyworld.face_model --model comicgen/bundled/toyworld \\
         --out .train/faces-2 --init .train/faces-1/export --face-weight 6 ... --install
+
+``--average-with EXPORT`` makes the result the mean of its weights and an earlier phase's
+(the fifth phase is the mean of its own and the fourth's: model card).
 """
 
 from __future__ import annotations
@@ -25,16 +28,18 @@ PARTS = ("unet", "text_encoder")  # what a face folder holds; the VAE is the pan
 
 
 def install(export: Path, model: Path) -> Path:
-    """Copy ``export``'s U-Net and text encoder into ``model/faces`` (replacing it whole)."""
+    """Copy ``export``'s U-Net and text encoder into ``model/faces``, each replacing its
+    folder whole; the rest of ``faces/`` (the sheet-trained U-Net, comicgen.json) stays."""
     missing = [p for p in PARTS if not (export / p / "config.json").is_file()]
     if missing:
         raise SystemExit(f"{export}: no {', '.join(missing)}/ to install; was the run exported?")
     from toyworld.trainkit import replacing_folder
 
     dest = model / INSTALLED
-    with replacing_folder(dest) as tmp:
-        for part in PARTS:
-            shutil.copytree(export / part, tmp / part)
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in PARTS:
+        with replacing_folder(dest / part) as tmp:
+            shutil.copytree(export / part, tmp, dirs_exist_ok=True)
     return dest
 
 
@@ -48,6 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="this phase's run folder")
     ap.add_argument("--init", type=Path, default=None, help="default: --model")
     ap.add_argument("--install", action="store_true", help="install the result in --model")
+    ap.add_argument(
+        "--average-with",
+        type=Path,
+        default=None,
+        help="an earlier phase's export: the result's U-Net and text encoder become the mean "
+        "of its and this phase's (a weight soup; the recipe's fifth phase)",
+    )
     args, rest = ap.parse_known_args(argv)
     export = args.out / "export"
     init = args.init or args.model
@@ -55,6 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         ["--out", str(args.out), "--init", str(init), "--export", str(export)]
         + ["--buckets", "face:1", *rest]
     )
+    if args.average_with is not None:
+        from toyworld.trainkit import average_weights
+
+        for part in PARTS:
+            average_weights([export / part, args.average_with / part], export / part)
+        print(f"averaged with {args.average_with}: {export}")
     if args.install:
         print(f"installed: {install(export, args.model)}")
 

@@ -13,7 +13,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
     python -m toyworld.train --stages 9-11         # only the infusion-trained U-Net
-    python -m toyworld.train --stages 12-16        # only the face pass's model (faces/)
+    python -m toyworld.train --stages 12-18        # only the face pass's model (faces/)
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -159,6 +159,25 @@ STAGES = (
         ("--out", ".train/face-infusion-1", "--pairs", ".train/face-pairs-1", "--pairs-n", "8000")
         + ("--pairs-seed", "31", "--steps", "4000", "--lr-schedule", "cosine")
         + ("--lr-warmup", "100", "--seed", "43", "--threads", "1", "--install"),
+    ),
+    Stage(
+        "17 face model, fifth phase: fresh crops, lower rate, then the mean of its weights "
+        "and the fourth phase's; installed as faces/ (unet, text_encoder)",
+        "face_model",
+        ("--out", ".train/faces-5", "--init", ".train/faces-4/export", *FACE_ARGS)
+        + ("--lr", "2.5e-4", "--face-weight", "6", "--budget-minutes", "45", "--seed", "24")
+        + ("--average-with", ".train/faces-4/export", "--install"),
+        FACE_GPU_ARGS,
+    ),
+    Stage(
+        "18 face model, sheet-trained, second phase: on with the fifth phase's text encoder "
+        "and face pairs from every frame shape; installed as faces/unet-infusion",
+        "face_infusion",
+        ("--out", ".train/face-infusion-2", "--unet", ".train/face-infusion-1/unet")
+        + ("--pairs", ".train/face-pairs-2", "--pairs-n", "8000", "--pairs-seed", "33")
+        + ("--pairs-buckets", "all", "--with-pairs", ".train/face-pairs-1")
+        + ("--steps", "3000", "--lr", "5e-5", "--lr-schedule", "cosine", "--lr-warmup", "100")
+        + ("--seed", "44", "--threads", "1", "--install"),
     ),
 )
 

@@ -155,6 +155,36 @@ def install_unet(unet: Path, dest: Path) -> Path:
     return dest
 
 
+def average_weights(folders: list[Path], dest: Path) -> Path:
+    """``dest`` = ``folders[0]`` (config and all) with each safetensors weight the mean of
+    that weight in every folder: a "model soup" of phases of one run (same architecture,
+    same names), replacing ``dest`` whole; ``dest`` may be one of ``folders``."""
+    from safetensors.torch import load_file, save_file
+
+    files = sorted(p.name for p in folders[0].glob("*.safetensors"))
+    if not files:
+        raise SystemExit(f"{folders[0]}: no safetensors weights to average")
+    for folder in folders[1:]:
+        if sorted(p.name for p in folder.glob("*.safetensors")) != files:
+            raise SystemExit(f"{folder}: not the same weight files as {folders[0]}")
+    averaged = {}
+    for name in files:
+        tensors = [load_file(str(folder / name)) for folder in folders]
+        if any(t.keys() != tensors[0].keys() for t in tensors):
+            raise SystemExit(f"{name}: the folders' weights differ in names; not one model")
+        averaged[name] = {
+            key: (sum(t[key].float() for t in tensors) / len(tensors)).to(value.dtype)
+            for key, value in tensors[0].items()
+        }
+    with replacing_folder(dest) as tmp:
+        for item in folders[0].iterdir():
+            if item.suffix != ".safetensors" and item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        for name, weights in averaged.items():
+            save_file(weights, str(tmp / name), metadata={"format": "pt"})
+    return dest
+
+
 def progress_bar(total: float, desc: str):
     from tqdm.auto import tqdm
 

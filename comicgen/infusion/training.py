@@ -41,26 +41,30 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 class PairFolder:
-    """The (scene, sheets, caption) pairs of a folder's ``metadata.jsonl``."""
+    """The (scene, sheets, caption) pairs of a folder's ``metadata.jsonl`` (of several
+    folders', one after the other, when given a list)."""
 
-    def __init__(self, folder: Path, size: int):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | list[Path], size: int):
+        folders = [Path(f) for f in folder] if isinstance(folder, list | tuple) else [Path(folder)]
         self.size = size
-        meta = self.folder / "metadata.jsonl"
-        if not meta.is_file():
-            raise FileNotFoundError(f"{meta}: no such file (write pairs with toyworld.pairs)")
         self.items = []
-        for n, line in enumerate(meta.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                item["scene"], item["caption"], item["characters"]  # noqa: B018
-            except (ValueError, KeyError) as exc:
-                raise ValueError(f"{meta}:{n}: not a pair ({exc})") from None
-            self.items.append(item)
-        if not self.items:
-            raise ValueError(f"{meta}: no pairs")
+        for each in folders:
+            meta = each / "metadata.jsonl"
+            if not meta.is_file():
+                raise FileNotFoundError(f"{meta}: no such file (write pairs with toyworld.pairs)")
+            found = []
+            for n, line in enumerate(meta.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                    item["scene"], item["caption"], item["characters"]  # noqa: B018
+                except (ValueError, KeyError) as exc:
+                    raise ValueError(f"{meta}:{n}: not a pair ({exc})") from None
+                found.append((each, item))
+            if not found:
+                raise ValueError(f"{meta}: no pairs")
+            self.items += found
 
     def __len__(self) -> int:
         return len(self.items)
@@ -68,10 +72,10 @@ class PairFolder:
     def __getitem__(self, index: int) -> dict:
         from PIL import Image
 
-        item = self.items[index]
+        folder, item = self.items[index]
 
         def load(name: str):
-            image = Image.open(self.folder / name).convert("RGB")
+            image = Image.open(folder / name).convert("RGB")
             if image.size != (self.size, self.size):
                 image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
             return image
@@ -323,7 +327,13 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m comicgen.infusion.training", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--model", required=True, help="a diffusers pipeline folder")
-    ap.add_argument("--data", type=Path, required=True, help="a folder with metadata.jsonl")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="a folder with metadata.jsonl (several: trained on together, in this order)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
         "--unet", type=Path, help="start from this U-Net folder instead of the model's own"
