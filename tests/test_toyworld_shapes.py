@@ -172,6 +172,7 @@ def test_train_without_training_options_is_the_shipped_recipe(capsys):
     assert "--average-with .train/faces-4/export" in lines[16] and "--install" in lines[16]
     assert "--unet .train/face-infusion-1/unet" in lines[17] and "--pairs-buckets all" in lines[17]
     assert "--with-pairs .train/face-pairs-1" in lines[17] and lines[17].count("--install") == 1
+    assert "--text-encoder .train/faces-5/export/text_encoder" in lines[17]
     train.main(["--dry-run", "--device", "cuda", "--stages", "5"])
     (gpu,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
     assert "--device cuda" in gpu and "--batch 512" in gpu and "--batch 32" not in gpu

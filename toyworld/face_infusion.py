@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, required=True, help="the exported model folder")
     ap.add_argument("--out", type=Path, required=True, help="this phase's run folder")
     ap.add_argument("--unet", type=Path, default=None, help="default: the model's faces/unet")
+    ap.add_argument(
+        "--text-encoder",
+        type=Path,
+        default=None,
+        help="trained with this text encoder (default: the model's faces/text_encoder)",
+    )
     ap.add_argument("--pairs", type=Path, default=Path(".train/face-pairs"))
     ap.add_argument("--pairs-n", type=int, default=4000)
     ap.add_argument("--pairs-seed", type=int, default=31)
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"levels": LEVELS, "reference_noise": "matched"}  # trained as the panels' U-Net
     device = ["--device", "cpu"] if args.device == "cpu" else []
     train_argv = [
-        "--model", str(args.model), "--text-encoder", str(faces / "text_encoder"),
+        "--model", str(args.model),
+        "--text-encoder", str(args.text_encoder or faces / "text_encoder"),
         "--unet", str(args.unet or faces / "unet"),
         "--data", *map(str, args.with_pairs), str(args.pairs),
         "--out", str(args.out), "--infusion", json.dumps(settings), "--lr", "1e-4",

@@ -13,8 +13,9 @@ and with ``--install`` copies the export's ``unet/`` and ``text_encoder/`` into
     python -m toyworld.face_model --model comicgen/bundled/toyworld \\
         --out .train/faces-2 --init .train/faces-1/export --face-weight 6 ... --install
 
-``--average-with EXPORT`` makes the result the mean of its weights and an earlier phase's
-(the fifth phase is the mean of its own and the fourth's: model card).
+``--average-with EXPORT`` installs the mean of the phase's weights and an earlier phase's,
+written to ``OUT/averaged`` (``OUT/export`` stays the phase's own; the fifth phase ships
+the mean of its own and the fourth's: model card).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         "--average-with",
         type=Path,
         default=None,
-        help="an earlier phase's export: the result's U-Net and text encoder become the mean "
-        "of its and this phase's (a weight soup; the recipe's fifth phase)",
+        help="an earlier phase's export: install the mean of its and this phase's U-Net and "
+        "text encoder (a weight soup, written to OUT/averaged; the recipe's fifth phase)",
     )
     args, rest = ap.parse_known_args(argv)
     export = args.out / "export"
@@ -67,14 +68,16 @@ def main(argv: list[str] | None = None) -> None:
         ["--out", str(args.out), "--init", str(init), "--export", str(export)]
         + ["--buckets", "face:1", *rest]
     )
-    if args.average_with is not None:
+    result = export
+    if args.average_with is not None:  # the export stays this phase's own weights
         from toyworld.trainkit import average_weights
 
+        result = args.out / "averaged"
         for part in PARTS:
-            average_weights([export / part, args.average_with / part], export / part)
-        print(f"averaged with {args.average_with}: {export}")
+            average_weights([export / part, args.average_with / part], result / part)
+        print(f"averaged with {args.average_with}: {result}")
     if args.install:
-        print(f"installed: {install(export, args.model)}")
+        print(f"installed: {install(result, args.model)}")
 
 
 if __name__ == "__main__":

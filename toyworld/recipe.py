@@ -170,10 +170,11 @@ STAGES = (
         FACE_GPU_ARGS,
     ),
     Stage(
-        "18 face model, sheet-trained, second phase: on with the fifth phase's text encoder "
-        "and face pairs from every frame shape; installed as faces/unet-infusion",
+        "18 face model, sheet-trained, second phase: on with the fifth phase's own text "
+        "encoder and face pairs from every frame shape; installed as faces/unet-infusion",
         "face_infusion",
         ("--out", ".train/face-infusion-2", "--unet", ".train/face-infusion-1/unet")
+        + ("--text-encoder", ".train/faces-5/export/text_encoder")
         + ("--pairs", ".train/face-pairs-2", "--pairs-n", "8000", "--pairs-seed", "33")
         + ("--pairs-buckets", "all", "--with-pairs", ".train/face-pairs-1")
         + ("--steps", "3000", "--lr", "5e-5", "--lr-schedule", "cosine", "--lr-warmup", "100")

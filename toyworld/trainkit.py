@@ -176,6 +176,7 @@ def average_weights(folders: list[Path], dest: Path) -> Path:
             key: (sum(t[key].float() for t in tensors) / len(tensors)).to(value.dtype)
             for key, value in tensors[0].items()
         }
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with replacing_folder(dest) as tmp:
         for item in folders[0].iterdir():
             if item.suffix != ".safetensors" and item.is_file():
