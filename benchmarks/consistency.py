@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from comicgen.faces import FACE_STRENGTH  # noqa: E402 - after the path set-up
+
 MODEL = ROOT / "comicgen" / "bundled" / "toyworld"
 IDENTITY = ("pattern", "color", "shape", "hat")
 STORY_ATTRS = ("shape", "color", "hat", "pattern", "scarf")
@@ -309,7 +311,7 @@ ATTENTION = {"levels": ["attention"], "attention": {"weight": 1.0}}
 ATTENTION_OUT = {"levels": ["attention", "out"], "layers": {"down": [0.0], "mid": 0.0, "up": [0.0]}}
 
 
-FACES = {"model": "auto", "strength": 0.75}  # the face pass as the render runs it by default
+FACES = {"model": "auto", "strength": FACE_STRENGTH}  # the face pass as the render runs it
 NO_SHEET = {**FACES, "infusion": None}  # the plain face U-Net on every crop, no sheet
 
 
@@ -444,7 +446,7 @@ def face_pass(pipe, method: Method, panel: Panel, image, args, model):
         seed=panel.seed,
         steps=args.steps,
         guidance=args.guidance,
-        strength=spec.get("strength", 0.75),
+        strength=spec.get("strength", FACE_STRENGTH),
         refs=refs if infusion else None,
         infusion=infusion,
         paste=tuple(spec["paste"]) if "paste" in spec else None,

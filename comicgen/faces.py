@@ -22,6 +22,9 @@ Box = tuple[float, float, float, float]
 
 FACE_SIDE = 0.46  # the crop's side: this share of the panel's shorter side
 PASTE = (0.3, 0.85)  # the paste window's (inner, outer), fractions of the half-side: window()
+# [render] face_strength's default: chosen with the bundled face model on
+# `toyworld.evaluate --samples 48 --bucket-samples 0 --seed 0` (model card)
+FACE_STRENGTH = 0.55
 
 
 def face_square(box: Box, width: float, height: float, side: float = FACE_SIDE) -> Box:
@@ -119,7 +122,7 @@ class FacePainter:
         self,
         pipe,
         folder: Path | None,
-        strength: float = 0.75,
+        strength: float = FACE_STRENGTH,
         paste: tuple[float, float] = PASTE,
     ):
         import torch

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from comicgen.adapters import AdapterPlan, key_data
 from comicgen.errors import ComicgenError
+from comicgen.faces import FACE_STRENGTH
 from comicgen.layout import SHAPE_ASPECT, check_layout, page_frames, shape_aspect
 from comicgen.settings import (
     InfusionSettings,
@@ -74,7 +75,7 @@ class PanelJob:
     faces: tuple = ()  # comicgen.faces.Face of each character the face pass repaints
     face_model: str = ""  # the face model's folder ([render] faces); "": no face pass
     face_model_id: str = ""  # its fingerprint (in the key)
-    face_strength: float = 0.75
+    face_strength: float = FACE_STRENGTH
     key: str = ""
 
     @property

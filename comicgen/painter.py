@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from comicgen.errors import ModelError
+from comicgen.faces import FACE_STRENGTH
 from comicgen.models import ModelInfo, ModelSource, _hub_snapshot, inspect_model, offline_error
 from comicgen.settings import InfusionSettings, ModelSettings
 
@@ -107,7 +108,7 @@ class PaintJob:
     infusion_unet: str = ""  # the U-Net folder of an infused panel ([infusion] unet); "": own
     faces: Sequence[Any] = ()  # comicgen.faces.Face: the faces the face pass repaints
     face_model: str = ""  # the face pass's model folder; "": no face pass
-    face_strength: float = 0.75
+    face_strength: float = FACE_STRENGTH
 
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)

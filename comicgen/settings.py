@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from comicgen.faces import FACE_STRENGTH
+
 Shape = Literal["auto", "square", "wide", "tall"]
 DEVICES = "auto, cpu, cuda, cuda:N (the GPU's number) or mps"
 
@@ -182,7 +184,7 @@ class RenderSettings(Strict):
         "relative to the workspace.",
     )
     face_strength: float = Field(
-        0.75,
+        FACE_STRENGTH,
         gt=0.0,
         le=1.0,
         description="How much of each face crop the face pass repaints (image-to-image "

@@ -56,7 +56,7 @@ seed = 1234
 # upscale = "none"    # empty: "bundled:toyworld-x4" for the bundled model, else "none";
 #                      # or a super-resolution .pth/.safetensors file (ESRGAN, SwinIR, ...)
 # faces = "auto"      # the face pass: the model's face model if it ships one (the
-#                      # bundled one does), "none", "own", or a folder; face_strength = 0.75
+#                      # bundled one does), "none", "own", or a folder; face_strength = 0.55
 
 [infusion]
 weight = 1.0           # 0 turns character infusion off

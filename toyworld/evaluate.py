@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from comicgen.bundled import TOYWORLD_DIR
+from comicgen.faces import FACE_STRENGTH
 from toyworld import reader as R
 from toyworld import world as W
 from toyworld.trainkit import vae_psnr
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--face-strength",
         type=float,
-        default=0.75,
+        default=FACE_STRENGTH,
         help="the face pass's image-to-image strength (comicgen's [render] face_strength)",
     )
     ap.add_argument(
