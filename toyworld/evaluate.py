@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from comicgen.bundled import TOYWORLD_DIR
-from comicgen.faces import FACE_STRENGTH
+from comicgen.faces import FACE_STRENGTH, PASTE
 from toyworld import reader as R
 from toyworld import world as W
 from toyworld.trainkit import vae_psnr
@@ -221,8 +221,6 @@ def face_painter(
         raise SystemExit(f"--faces: {exc.message} ({exc.hint})") from None
     if folder is None:
         return None
-    from comicgen.faces import PASTE
-
     return FacePainter(pipe, None if folder == "own" else folder, strength, paste or PASTE)
 
 

@@ -24,22 +24,6 @@ from toyworld import pairs as P
 from toyworld import world as W
 
 
-def drawn_box(scene, index: int) -> tuple[float, float, float, float]:
-    """Where the toy world draws character ``index`` of ``scene`` (body and hat), as
-    fractions of the scene's width and height (any frame shape)."""
-    from toyworld import drawing as D
-
-    _, cx, feet, s = D.placements(scene)[index]
-    top = feet - s * (1.0 + D.HAT_HEIGHT)
-    w, h = scene.width, scene.height
-    return (
-        max(0.0, (cx - 0.55 * s) / w),
-        max(0.0, top / h),
-        min(1.0, (cx + 0.55 * s) / w),
-        min(1.0, feet / h),
-    )
-
-
 def make_face_pair(seed: int, index: int, buckets: tuple[str, ...] = ("square",)):
     """(scene, character index, crop square in 64-units, sheet views, caption, box in the
     crop's fractions) of face pair ``index``; the scene's frame shape drawn from
@@ -54,7 +38,7 @@ def make_face_pair(seed: int, index: int, buckets: tuple[str, ...] = ("square",)
     who = W.describe(ch) if rng.random() < P.IDENTITY_IN_CAPTION else "a character"
     caption = f"{who} looking {ch.expression} facing {ch.facing} {W.POSITION_PHRASE[position]}"
     x0, y0, x1, _ = square
-    box = box_in_square(drawn_box(scene, k), (x0, y0, x1 - x0), scene.width, scene.height)
+    box = box_in_square(P.drawn_box(scene, k), (x0, y0, x1 - x0), scene.width, scene.height)
     return scene, k, square, views, caption, box
 
 

@@ -41,10 +41,24 @@ def _rng(seed: int, index: int) -> random.Random:
 def character_box(shot: str, positions: tuple[str, ...], index: int) -> list[float]:
     """Where the toy world draws character ``index`` (body and hat), panel fractions."""
     cx, s = W.layout(shot, positions)[index]
-    feet = W.FEET[shot]
+    return body_box(cx, W.FEET[shot], s, W.SIZE, W.SIZE)
+
+
+def drawn_box(scene: W.Scene, index: int) -> list[float]:
+    """:func:`character_box` of character ``index`` of ``scene``, as the drawing places it
+    (its shift included), for a frame of any shape: fractions of its width and height."""
+    from toyworld import drawing as D
+
+    _, cx, feet, s = D.placements(scene)[index]
+    return body_box(cx, feet, s, scene.width, scene.height)
+
+
+def body_box(cx: float, feet: float, s: float, width: float, height: float) -> list[float]:
+    """The box of a body of size ``s`` centred at ``cx`` standing at ``feet`` (its hat
+    included), as fractions of a ``width`` x ``height`` frame."""
     top = feet - s * (1.0 + W.HAT_HEIGHT)
-    x0, x1 = (cx - 0.55 * s) / W.SIZE, (cx + 0.55 * s) / W.SIZE
-    return [max(0.0, x0), max(0.0, top / W.SIZE), min(1.0, x1), min(1.0, feet / W.SIZE)]
+    x0, x1 = (cx - 0.55 * s) / width, (cx + 0.55 * s) / width
+    return [max(0.0, x0), max(0.0, top / height), min(1.0, x1), min(1.0, feet / height)]
 
 
 def other_views(ch: W.Character, rng: random.Random) -> list[W.Character]:

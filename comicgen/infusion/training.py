@@ -47,24 +47,27 @@ class PairFolder:
     def __init__(self, folder: Path | list[Path], size: int):
         folders = [Path(f) for f in folder] if isinstance(folder, list | tuple) else [Path(folder)]
         self.size = size
-        self.items = []
-        for each in folders:
-            meta = each / "metadata.jsonl"
-            if not meta.is_file():
-                raise FileNotFoundError(f"{meta}: no such file (write pairs with toyworld.pairs)")
-            found = []
-            for n, line in enumerate(meta.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                    item["scene"], item["caption"], item["characters"]  # noqa: B018
-                except (ValueError, KeyError) as exc:
-                    raise ValueError(f"{meta}:{n}: not a pair ({exc})") from None
-                found.append((each, item))
-            if not found:
-                raise ValueError(f"{meta}: no pairs")
-            self.items += found
+        self.items = [(each, item) for each in folders for item in self._read(each)]
+
+    @staticmethod
+    def _read(folder: Path) -> list[dict]:
+        """The pairs of ``folder``'s ``metadata.jsonl`` (ValueError: the line that is not)."""
+        meta = folder / "metadata.jsonl"
+        if not meta.is_file():
+            raise FileNotFoundError(f"{meta}: no such file (write pairs with toyworld.pairs)")
+        items = []
+        for n, line in enumerate(meta.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                item["scene"], item["caption"], item["characters"]  # noqa: B018
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"{meta}:{n}: not a pair ({exc})") from None
+            items.append(item)
+        if not items:
+            raise ValueError(f"{meta}: no pairs")
+        return items
 
     def __len__(self) -> int:
         return len(self.items)

@@ -117,10 +117,7 @@ class Studio:
                 url_name=name,
             )
         except ComicgenError as exc:
-            state.error = exc.line()
-            state.history.append({"version": state.version, "error": state.error})
-            self._emit("state", self.state_of(state), name)
-            return state
+            return self._failed(state, exc.line())
         old = state.build
         state.build, state.error, state.version = build, None, version
         state.built_at = time.time()
@@ -206,10 +203,15 @@ class Studio:
             import traceback
 
             traceback.print_exc()
-            state = self.stories[name]
-            state.error = f"building failed: {exc!r}"
-            state.history.append({"version": state.version, "error": state.error})
-            self._emit("state", self.state_of(state), name)
+            self._failed(self.stories[name], f"building failed: {exc!r}")
+
+    def _failed(self, state: StoryState, line: str) -> StoryState:
+        """A build of ``state`` failed with ``line``: the last good pages stay, the open
+        pages show the line."""
+        state.error = line
+        state.history.append({"version": state.version, "error": line})
+        self._emit("state", self.state_of(state), state.name)
+        return state
 
     async def ensure_built(self, state: StoryState) -> None:
         if state.build is None and state.error is None:
