@@ -368,6 +368,7 @@ def test_face_model_phase_trains_on_crops_and_installs_unet_and_text_encoder(tmp
     face_model.main(
         [*small, "--model", str(model), "--out", str(tmp_path / "faces-2"), "--init", str(first)]
         + ["--unet-steps", "2", "--seed", "5", "--average-with", str(first), "--install"]
+        + ["--max-timestep", "600", "--face-groups", "4"]  # the sixth phase's options
     )
     assert sorted(p.name for p in faces.iterdir()) == [
         "comicgen.json",

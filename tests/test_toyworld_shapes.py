@@ -198,6 +198,31 @@ def test_face_groups_show_one_scene_with_every_expression_and_the_facings_turnin
     assert not np.array_equal(images[0], images[4])
 
 
+def test_face_crops_in_groups_show_one_crop_with_every_expression():
+    """``face_chunk(group=4)`` (``face_model --face-groups 4``): a run of four crops is one
+    scene cut at one place, each character's expression and facing turned; group 1 is the
+    ungrouped data, crop for crop."""
+    from toyworld.face_crops import face_chunk
+
+    plain = face_chunk(9, 0, 8, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, face_chunk(9, 0, 8, 2, group=1)))
+    images, _, faces = face_chunk(9, 0, 8, 2, group=4)
+    for run in (0, 4):
+        crops = images[run : run + 4].astype(int)
+        # only the face changes: outside the face's cells (and a cell's margin) the crops
+        # agree, inside they differ from one another
+        face = np.kron(faces[run : run + 4].max(0) > 0, np.ones((4, 4), bool))
+        near = np.zeros_like(face)
+        for dy in (-4, 0, 4):
+            for dx in (-4, 0, 4):
+                near |= np.roll(np.roll(face, dy, 0), dx, 1)
+        for k in range(1, 4):
+            diff = np.abs(crops[k] - crops[0]).max(-1)
+            assert diff[~near].max() <= 8
+            assert diff[face].max() > 100
+    assert not np.array_equal(images[0], images[4])  # two runs, two scenes
+
+
 def test_face_contrast_turns_only_the_face_words_and_reaches_them():
     """``--face-contrast``: each caption's alternatives differ from it in exactly the
     expression (facing) words, a caption without them takes no part, and the loss's

@@ -39,11 +39,14 @@ def face_caption(ch, position: str, rng, empty: float = 0.1) -> str:
     return W.character_clause(ch, position, rng, drop)
 
 
-def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64):
+def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64, group: int = 1):
     """Crops ``start .. start+count`` (uint8 N x size x size x 3), ``variants`` caption ids
     each (int32 N x variants x MAX_TOKENS) and the face's latent cells (uint8 N x size/4 x
     size/4, bit ``model.FACE``: where the cropped character's face box lies, for
-    ``train --face-weight``); deterministic per index."""
+    ``train --face-weight``); deterministic per index.  With ``group`` > 1 the crops come
+    in runs of ``group`` (``start`` a multiple of it): one scene and one crop, the
+    characters' expression and facing turned on by one per crop (``model.vary_face``;
+    ``train --face-groups``)."""
     import math
     import random
 
@@ -60,10 +63,13 @@ def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64)
     masks = np.zeros((count, cells, cells), dtype=np.uint8)
     buckets = list(W.BUCKETS)
     for i in range(count):
-        rng = W.scene_rng(seed, start + i)
+        j = start + i
+        rng = W.scene_rng(seed, j - j % group)
         scene = W.sample_scene(rng, 0.0, rng.choice(buckets))
         k = rng.randrange(len(scene.characters))
         x0, y0, x1, y1 = crop_box(scene, k, rng)
+        if group > 1:
+            scene = M.vary_face(scene, j % group)
         img = D.render(scene, W.SIZE * RENDER_SCALE)
         f = RENDER_SCALE
         crop = img.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))

@@ -243,7 +243,7 @@ def data_chunk(
     from toyworld.face_crops import face_chunk
 
     if bucket == FACE_BUCKET:  # the face pass's crops, their faces' cells as part masks
-        images, ids, faces = face_chunk(seed, start, count, variants)
+        images, ids, faces = face_chunk(seed, start, count, variants, group=group)
         return images, ids, faces if face_masks else None
     width, height = W.BUCKETS[bucket]
     if bucket != "square":

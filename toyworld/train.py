@@ -110,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of U-Net and text encoder")
     ap.add_argument("--min-snr-gamma", type=float, default=5.0)
     ap.add_argument(
+        "--max-timestep",
+        type=int,
+        default=None,
+        help="train the U-Net on timesteps below this one only (default: all); for a model "
+        "that only ever runs image-to-image, e.g. the face pass at strength 0.55: 600",
+    )
+    ap.add_argument(
         "--hat-weight",
         type=float,
         default=0.0,
@@ -430,7 +437,8 @@ def unet_phase(run: Run, latents: dict) -> None:
         shape = (b // g, *lat.shape[1:])
         noise = torch.randn(shape, device=device, generator=gen).repeat_interleave(g, 0)
         n_t = sched.config.num_train_timesteps
-        ts = torch.randint(0, n_t, (b // g,), device=device, generator=gen).repeat_interleave(g)
+        top = min(n_t, args.max_timestep or n_t)
+        ts = torch.randint(0, top, (b // g,), device=device, generator=gen).repeat_interleave(g)
         if contrast is not None:  # the noisiest images, each with its fullest caption
             sel = ts.argsort(descending=True)[: args.contrast_images]
             picked = contrast.pick_variants(caption_ids[idx[sel]].long(), var[sel])
