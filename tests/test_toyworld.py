@@ -383,6 +383,15 @@ def test_face_model_phase_trains_on_crops_and_installs_unet_and_text_encoder(tmp
         mean = ((own[k].float() + trained[k].float()) / 2).to(own[k].dtype)
         assert torch.equal(installed[k], mean), k
     assert any(not torch.equal(own[k], installed[k]) for k in own)
+    # the averaged folder is a whole pipeline: a later phase starts from it
+    averaged = tmp_path / "faces-2" / "averaged"
+    exported = tmp_path / "faces-2" / "export"
+    assert sorted(p.name for p in averaged.iterdir()) == sorted(p.name for p in exported.iterdir())
+    face_model.main(
+        [*small, "--model", str(model), "--out", str(tmp_path / "faces-3"), "--init", str(averaged)]
+        + ["--unet-steps", "1"]
+    )
+    assert (tmp_path / "faces-3" / "export" / "unet" / name).is_file()
 
 
 def test_average_weights_is_the_mean_of_each_weight_and_keeps_the_config(tmp_path):

@@ -15,7 +15,9 @@ and with ``--install`` copies the export's ``unet/`` and ``text_encoder/`` into
 
 ``--average-with EXPORT`` installs the mean of the phase's weights and an earlier phase's,
 written to ``OUT/averaged`` (``OUT/export`` stays the phase's own; the fifth phase ships
-the mean of its own and the fourth's: model card).
+the mean of its own and the fourth's: model card); ``OUT/averaged`` is a whole pipeline
+folder (the export's VAE, tokenizer and scheduler beside the mean), so a later phase can
+start from it (``--init``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         result = args.out / "averaged"
         for part in PARTS:
             average_weights([export / part, args.average_with / part], result / part)
+        for entry in export.iterdir():  # the rest as exported: a whole pipeline folder
+            if entry.is_dir() and entry.name not in PARTS:
+                shutil.copytree(entry, result / entry.name, dirs_exist_ok=True)
+            elif entry.is_file():
+                shutil.copy2(entry, result / entry.name)
         print(f"averaged with {args.average_with}: {result}")
     if args.install:
         print(f"installed: {install(result, args.model)}")
