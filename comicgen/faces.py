@@ -21,7 +21,7 @@ from pathlib import Path
 Box = tuple[float, float, float, float]
 
 FACE_SIDE = 0.46  # the crop's side: this share of the panel's shorter side
-PASTE = (0.3, 0.85)  # the paste window's (inner, outer), fractions of the half-side: window()
+PASTE = (0.5, 0.9)  # the paste window's (inner, outer), fractions of the half-side: window()
 # [render] face_strength's default: chosen with the bundled face model on
 # `toyworld.evaluate --samples 48 --bucket-samples 0 --seed 0` (model card)
 FACE_STRENGTH = 0.55
@@ -113,7 +113,8 @@ class FacePainter:
     so in its ``comicgen.json``: ``{"infusion": {...}}``, the settings it paints with, and
     optionally ``"infusion_unet": "unet-infusion"``, the subfolder of the U-Net trained
     that way (absent: its own U-Net was), and ``"strength"``, the strength it repaints a
-    crop with its sheet at (absent: the pass's, ``[render] face_strength``).
+    crop with its sheet at (absent: the pass's, ``[render] face_strength``), and ``"paste"``,
+    the paste window ``[inner, outer]`` of those crops (absent: :data:`PASTE`).
     :attr:`infusion` holds the settings (None for any other face model), and the render
     passes each infused panel's sheets to :meth:`repaint` with them; crops with a sheet
     are then painted by that U-Net."""
@@ -158,7 +159,9 @@ class FacePainter:
         self.native = unet.config.sample_size * self.pipe.vae_scale_factor
         self._torch = torch
         self.cache = None  # the infusion's feature cache, made on first use
-        self.infusion, infusion_unet, self.infused_strength = face_infusion(folder)
+        self.infusion, infusion_unet, self.infused_strength, self.infused_paste = face_infusion(
+            folder
+        )
         self.infused_pipe = self.pipe  # what paints a crop with its sheet infused
         if infusion_unet is not None:
             trained = UNet2DConditionModel.from_pretrained(infusion_unet, torch_dtype=dtype)
@@ -208,6 +211,8 @@ class FacePainter:
         infuse = infusion is not None and infusion.weight > 0 and refs and any(refs)
         if infuse and self.infused_strength is not None:  # the sheet-trained U-Net's own
             strength = self.infused_strength
+        if paste is None:
+            paste = self.infused_paste if infuse and self.infused_paste else self.paste
         call = dict(
             strength=strength,
             # the image-to-image pipeline runs int(steps * strength) of them
@@ -227,7 +232,7 @@ class FacePainter:
         out = image.copy()
         for (left, top, side), face_image in zip(squares, painted, strict=True):
             small = face_image.resize((side, side), Image.Resampling.LANCZOS)
-            out.paste(small, (left, top), window(side, *(paste or self.paste)))
+            out.paste(small, (left, top), window(side, *paste))
         return out
 
     def _paint(self, clauses, crops, seeds, negative, call, chars=(), infusion=None, ref_seed=0):
@@ -264,9 +269,9 @@ class FacePainter:
 
 
 def face_infusion(folder: Path | None):
-    """(settings, U-Net folder or None, strength or None) of a face model trained to
-    repaint with the sheet infused, from its folder's ``comicgen.json`` (see
-    :class:`FacePainter`); (None, None, None) for any other face model."""
+    """(settings, U-Net folder or None, strength or None, paste window or None) of a face
+    model trained to repaint with the sheet infused, from its folder's ``comicgen.json``
+    (see :class:`FacePainter`); (None, None, None, None) for any other face model."""
     import json
 
     from comicgen.errors import ModelError
@@ -274,15 +279,22 @@ def face_infusion(folder: Path | None):
 
     path = folder / "comicgen.json" if folder is not None else None
     if path is None or not path.is_file():
-        return None, None, None
+        return None, None, None, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        settings, unet, strength = (data.get(k) for k in ("infusion", "infusion_unet", "strength"))
+        keys = ("infusion", "infusion_unet", "strength", "paste")
+        settings, unet, strength, paste = (data.get(k) for k in keys)
         if settings is None:
-            return None, None, None
+            return None, None, None, None
         settings = InfusionSettings(**settings)
         if strength is not None and not 0 < float(strength) <= 1:
             raise ValueError(f"strength {strength} is not in (0, 1]")
+        if paste is not None:
+            paste = tuple(float(v) for v in paste)
+            if len(paste) != 2 or not 0 <= paste[0] < paste[1] <= 1:
+                raise ValueError(
+                    f"paste {list(paste)} is not [inner, outer] with 0 <= inner < outer <= 1"
+                )
     except (ValueError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(
@@ -297,4 +309,4 @@ def face_infusion(folder: Path | None):
             hint="it names a subfolder of the face model holding a diffusers U-Net",
         )
     unet = folder / str(unet) if unet is not None else None
-    return settings, unet, (float(strength) if strength is not None else None)
+    return settings, unet, (float(strength) if strength is not None else None), paste

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from comicgen.adapters import AdapterPlan, key_data
 from comicgen.errors import ComicgenError
-from comicgen.faces import FACE_STRENGTH
+from comicgen.faces import FACE_STRENGTH, PASTE
 from comicgen.layout import SHAPE_ASPECT, check_layout, page_frames, shape_aspect
 from comicgen.settings import (
     InfusionSettings,
@@ -103,7 +103,8 @@ class PanelJob:
                 data["infusion_unet"] = self.infusion_unet_id
         if self.faces and self.face_model_id:
             data["faces"] = [[f.clause, list(f.box)] for f in self.faces]
-            data["face_model"] = [self.face_model_id, self.face_strength]
+            # the plain crops' paste window too (the sheet-trained crops' is in the folder)
+            data["face_model"] = [self.face_model_id, self.face_strength, list(PASTE)]
         data |= key_data(self.loras, self.embeddings)
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(blob).hexdigest()

@@ -16,6 +16,7 @@ from comicgen.cli import app
 from comicgen.errors import ModelError
 from comicgen.faces import (
     FACE_STRENGTH,
+    PASTE,
     Face,
     FacePainter,
     character_clause,
@@ -154,7 +155,7 @@ def test_the_setting_names_the_model_s_faces_none_or_a_folder(model, tmp_path):
         inspect_model(str(broken))
 
 
-def test_render_keys_and_errors(model, tmp_path):
+def test_render_keys_and_errors(model, tmp_path, monkeypatch):
     ws = tiny_workspace(tmp_path / "w")
     story = ws.stories_dir / "s.yaml"
     story.write_text(
@@ -188,6 +189,11 @@ def test_render_keys_and_errors(model, tmp_path):
     out = runner.invoke(app, args)
     assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
     config('faces = "auto"\nface_strength = 0.4\n')
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
+    import comicgen.jobs
+
+    monkeypatch.setattr(comicgen.jobs, "PASTE", (0.2, 0.6))  # another paste window: the same
     out = runner.invoke(app, args)
     assert out.exit_code == 0 and "1 panel painted, 1 reused" in out.output, out.output
     config('faces = "none"\n')
@@ -304,10 +310,20 @@ def test_a_face_model_trained_with_the_sheet_reads_it_on_infused_panels(model, t
     assert weaker.tobytes() != by_hand.tobytes()
     plain_crops = FacePainter(painter.pipe, model / "faces").repaint(image, [face], **call)
     assert weak.repaint(image, [face], **call).tobytes() == plain_crops.tobytes()
+    # and a paste window of its own for them ("paste"); crops without a sheet keep the pass's
+    data["paste"] = [0.05, 0.2]
+    (infused / "comicgen.json").write_text(json.dumps(data))
+    narrow = FacePainter(painter.pipe, infused)
+    assert narrow.infused_paste == (0.05, 0.2) and narrow.paste == PASTE
+    narrowed = narrow.repaint(image, [face], **call, refs=[pip], infusion=narrow.infusion)
+    assert narrowed.tobytes() != weaker.tobytes()
+    assert narrow.repaint(image, [face], **call).tobytes() == plain_crops.tobytes()
     bad_files = (
         '{"infusion": {"levels": ["nowhere"]}}',
         '{"infusion_unet": "no", "infusion": {}}',
         '{"infusion": {}, "strength": 2}',
+        '{"infusion": {}, "paste": [0.9, 0.2]}',
+        '{"infusion": {}, "paste": [0.5]}',
     )
     for bad in bad_files:
         (infused / "comicgen.json").write_text(bad)

@@ -200,9 +200,48 @@ def repaint_faces(faces, image, scene: W.Scene, caption: str, seed, steps, guida
     from comicgen.faces import panel_faces
 
     cast = [_Cast(W.describe(c), p) for c, p in zip(scene.characters, scene.positions, strict=True)]
+    if isinstance(faces, TruthFaces):
+        return faces.paste(image, panel_faces(caption, cast), scene)
     return faces.repaint(
         image, panel_faces(caption, cast), seed=seed, steps=steps, guidance=guidance
     )
+
+
+class TruthFaces:
+    """``--faces truth`` / ``truth-vae``: the face pass's ceiling. Each face square is cut
+    from the toy world's own render of the scene (three pixels a unit, as the face model's
+    training crops; ``vae``: through the panel model's VAE, as anything a face model paints)
+    and pasted through the pass's window: what a perfect face model would reach."""
+
+    RENDER_SCALE = 3
+
+    def __init__(self, pipe, vae: bool, paste: tuple[float, float]):
+        self.pipe, self.vae, self.window = pipe, vae, paste
+        self.folder, self.strength = ("truth-vae" if vae else "truth"), 1.0
+
+    def paste(self, image, faces, scene: W.Scene):
+        import torch
+        from PIL import Image
+
+        from comicgen.faces import face_square, window
+        from toyworld import drawing as D
+
+        f = self.RENDER_SCALE
+        big, out = D.render(scene, W.SIZE * f), image.copy()
+        for face in faces:
+            x0, y0, x1, _ = face_square(face.box, image.width, image.height)
+            left, top, side = round(x0), round(y0), max(8, round(x1 - x0))
+            k = f * scene.height / image.height  # render pixels per panel pixel
+            crop = big.crop(tuple(round(v * k) for v in (left, top, left + side, top + side)))
+            crop = crop.resize((64, 64), Image.Resampling.LANCZOS)
+            if self.vae:
+                proc = self.pipe.image_processor
+                with torch.inference_mode():
+                    latent = self.pipe.vae.encode(proc.preprocess(crop)).latent_dist.mode()
+                    crop = proc.postprocess(self.pipe.vae.decode(latent).sample)[0]
+            small = crop.resize((side, side), Image.Resampling.LANCZOS)
+            out.paste(small, (left, top), window(side, *self.window))
+        return out
 
 
 def face_painter(
@@ -215,6 +254,8 @@ def face_painter(
     from comicgen.faces import FacePainter
     from comicgen.models import inspect_model, resolve_faces
 
+    if spec in ("truth", "truth-vae"):
+        return TruthFaces(pipe, spec == "truth-vae", paste or PASTE)
     try:
         folder = resolve_faces(spec, inspect_model(str(model or DEFAULT_MODEL)), Path.cwd())
     except ModelError as exc:
@@ -328,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="the face pass (comicgen render's [render] faces): auto (the default, as the "
         "render: the model's faces/ folder, if it has one), none, own (the model itself), "
-        "or a folder",
+        "a folder, or truth / truth-vae (the pass's ceiling: the world's own faces, raw or "
+        "through the VAE, pasted as the pass pastes)",
     )
     ap.add_argument(
         "--face-strength",
