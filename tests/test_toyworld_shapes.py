@@ -173,6 +173,8 @@ def test_train_without_training_options_is_the_shipped_recipe(capsys):
     assert "--unet .train/face-infusion-1/unet" in lines[17] and "--pairs-buckets all" in lines[17]
     assert "--with-pairs .train/face-pairs-1" in lines[17] and lines[17].count("--install") == 1
     assert "--text-encoder .train/faces-5/export/text_encoder" in lines[17]
+    assert "--init .train/faces-5/averaged" in lines[18] and "--max-timestep 600" in lines[18]
+    assert "--average-with .train/faces-5/averaged" in lines[18] and "--install" in lines[18]
     train.main(["--dry-run", "--device", "cuda", "--stages", "5"])
     (gpu,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage ")]
     assert "--device cuda" in gpu and "--batch 512" in gpu and "--batch 32" not in gpu
@@ -205,7 +207,9 @@ def test_face_crops_in_groups_show_one_crop_with_every_expression():
     from toyworld.face_crops import face_chunk
 
     plain = face_chunk(9, 0, 8, 2)
-    assert all(np.array_equal(a, b) for a, b in zip(plain, face_chunk(9, 0, 8, 2, group=1)))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(plain, face_chunk(9, 0, 8, 2, group=1), strict=True)
+    )
     images, _, faces = face_chunk(9, 0, 8, 2, group=4)
     for run in (0, 4):
         crops = images[run : run + 4].astype(int)

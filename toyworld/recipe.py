@@ -13,7 +13,7 @@ budgets (not the same weights: the budgets are time, not steps).
     python -m toyworld.train --stages 5-6          # only the second generation
     python -m toyworld.train --stages 8            # only the face-weighted decoder
     python -m toyworld.train --stages 9-11         # only the infusion-trained U-Net
-    python -m toyworld.train --stages 12-18        # only the face pass's model (faces/)
+    python -m toyworld.train --stages 12-19        # only the face pass's model (faces/)
     python -m toyworld.train --device cuda         # on a GPU
     python -m toyworld.train --dry-run             # print the stages' commands
 """
@@ -38,8 +38,9 @@ GEN2_ARGS = (
 # every decoder fine-tune's GPU sizes
 DECODER_GPU_ARGS = ("--minutes", "3", "--data", "48000", "--batch", "256")
 # the face model's phases: close face crops, EMA weights, checkpoints every 8 minutes
-FACE_ARGS = ("--data", "8000", "--batch", "32", "--ema", "0.995")
-FACE_ARGS += ("--checkpoint-minutes", "8", "--reserve-minutes", "1")
+FACE_RUN_ARGS = ("--batch", "32", "--ema", "0.995", "--checkpoint-minutes", "8")
+FACE_RUN_ARGS += ("--reserve-minutes", "1")
+FACE_ARGS = ("--data", "8000", *FACE_RUN_ARGS)
 FACE_GPU_ARGS = ("--data", "96000", "--batch", "512", "--budget-minutes", "10")
 
 
@@ -179,6 +180,17 @@ STAGES = (
         + ("--pairs-buckets", "all", "--with-pairs", ".train/face-pairs-1")
         + ("--steps", "3000", "--lr", "5e-5", "--lr-schedule", "cosine", "--lr-warmup", "100")
         + ("--seed", "44", "--threads", "1", "--install"),
+    ),
+    Stage(
+        "19 face model, sixth phase: 12,000 fresh crops, only the timesteps the face pass "
+        "runs (below 600), then the mean of its weights and the fifth phase's mean; "
+        "installed as faces/ (unet, text_encoder)",
+        "face_model",
+        ("--out", ".train/faces-6", "--init", ".train/faces-5/averaged", "--data", "12000")
+        + (*FACE_RUN_ARGS, "--lr", "2.5e-4", "--face-weight", "6", "--max-timestep", "600")
+        + ("--budget-minutes", "55", "--seed", "25")
+        + ("--average-with", ".train/faces-5/averaged", "--install"),
+        FACE_GPU_ARGS,
     ),
 )
 
