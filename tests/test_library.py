@@ -526,3 +526,34 @@ def test_not_a_database_is_one_clear_line(tmp_path):
     conn.close()
     with pytest.raises(ComicgenError, match="holds tables such as 'invoices'"):
         Library.open(other, tmp_path / ".cache")
+
+
+def test_first_opens_of_a_new_database_at_the_same_moment_all_succeed(tmp_path):
+    """Three threads open one new database at once, a hundred times (a studio's builder and
+    painter do on a fresh workspace): the switch to WAL, which SQLite refuses at once
+    while another connection holds a lock, is retried (it failed about once in ten)."""
+    import threading
+
+    from comicgen.library.database import Database
+
+    failures = []
+    for trial in range(100):
+        path = tmp_path / f"t{trial}" / "comicgen.db"
+        start = threading.Barrier(3)
+
+        def first_open(path=path, start=start):
+            start.wait()
+            try:
+                db = Database(path)
+                with db.write():
+                    pass
+                db.close()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                failures.append(str(exc))
+
+        threads = [threading.Thread(target=first_open) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:3]

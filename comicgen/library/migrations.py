@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,24 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
+def use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL (persistent: readers never block writers), retrying
+    while another connection holds a lock: SQLite answers this switch "database is
+    locked" at once, without its busy handler (two first opens of a new database at the
+    same moment - a studio's builder and painter - met it about once in ten)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def backup_path(db_path: Path, version: int) -> Path:
     return db_path.with_name(f"{db_path.name}.bak-v{version}")
 
@@ -157,8 +176,7 @@ def migrate(db_path: Path, display: str | None = None) -> MigrationReport:
 def _migrate(conn: sqlite3.Connection, db_path: Path, name: str) -> MigrationReport:
     version = schema_version(conn)  # also fails at once for a file that is not SQLite
     check_not_newer(version, name)
-    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block writers
+    use_wal(conn)
     if version == SCHEMA_VERSION:
         return MigrationReport(version, version)
     conn.execute("PRAGMA foreign_keys = OFF")  # migrations may rebuild tables
