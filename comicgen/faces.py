@@ -39,6 +39,13 @@ def face_square(box: Box, width: float, height: float, side: float = FACE_SIDE) 
     return (left, top, left + s, top + s)
 
 
+def pixel_square(box: Box, width: int, height: int) -> tuple[int, int, int]:
+    """(left, top, side) of :func:`face_square` in whole pixels of a ``width`` x
+    ``height`` image (at least 8 pixels a side): where a face crop is cut and pasted."""
+    x0, y0, x1, _ = face_square(box, width, height)
+    return round(x0), round(y0), max(8, round(x1 - x0))
+
+
 def character_clause(prompt: str, description: str) -> str:
     """The clause of ``prompt`` that speaks of the character described as ``description``:
     from the description to the next comma ("a red circle character looking sad on the
@@ -201,8 +208,7 @@ class FacePainter:
             return image.copy()
         squares, crops = [], []
         for face in faces:
-            x0, y0, x1, y1 = face_square(face.box, image.width, image.height)
-            left, top, side = round(x0), round(y0), max(8, round(x1 - x0))
+            left, top, side = pixel_square(face.box, image.width, image.height)
             squares.append((left, top, side))
             crop = image.crop((left, top, left + side, top + side))
             crops.append(crop.resize((self.native, self.native), Image.Resampling.LANCZOS))

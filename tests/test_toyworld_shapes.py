@@ -299,3 +299,23 @@ def test_face_crops_show_the_captioned_face_large():
     fx0, fy0, fx1, fy1 = part_boxes(scene)["face"][0]
     assert x0 <= fx0 and fx1 <= x1 and y0 <= fy0 and fy1 <= y1
     assert (fx1 - fx0) / (x1 - x0) > 0.4
+
+
+def test_the_face_pass_ceiling_pastes_the_worlds_own_faces():
+    """``evaluate --faces truth``: the world's own face crops pasted as the pass pastes turn
+    a panel painted with other faces into one read with the asked expression and facing."""
+    from toyworld import reader as R
+    from toyworld.evaluate import TruthFaces, repaint_faces
+
+    ch = W.Character(shape="circle", color="red", expression="sad", look=-1)
+    scene = W.Scene(characters=(ch,), positions=("left",), shot="close-up")
+    caption = f"{W.describe(ch)} looking sad facing left on the left, close-up"
+    other = replace(scene, characters=(replace(ch, expression="happy", look=1),))
+    painted = W.render(other)
+    got = R.read(painted).characters[0]
+    assert (got.expression, got.facing) == ("happy", "right")
+    ceiling = TruthFaces(None, vae=False, paste=(0.5, 0.9))
+    fixed = repaint_faces(ceiling, painted, scene, caption, 0, 20, 7.5)
+    got = R.read(fixed).characters[0]
+    assert (got.expression, got.facing) == ("sad", "left")
+    assert fixed.size == painted.size and fixed.tobytes() != painted.tobytes()

@@ -223,14 +223,13 @@ class TruthFaces:
         import torch
         from PIL import Image
 
-        from comicgen.faces import face_square, window
+        from comicgen.faces import pixel_square, window
         from toyworld import drawing as D
 
         f = self.RENDER_SCALE
         big, out = D.render(scene, W.SIZE * f), image.copy()
         for face in faces:
-            x0, y0, x1, _ = face_square(face.box, image.width, image.height)
-            left, top, side = round(x0), round(y0), max(8, round(x1 - x0))
+            left, top, side = pixel_square(face.box, image.width, image.height)
             k = f * scene.height / image.height  # render pixels per panel pixel
             crop = big.crop(tuple(round(v * k) for v in (left, top, left + side, top + side)))
             crop = crop.resize((64, 64), Image.Resampling.LANCZOS)
