@@ -220,31 +220,31 @@ class TruthFaces:
         self.folder, self.strength = ("truth-vae" if vae else "truth"), 1.0
 
     def paste(self, image, faces, scene: W.Scene):
-        import torch
         from PIL import Image
 
         from comicgen.faces import pixel_square, window
         from toyworld import drawing as D
+        from toyworld.trainkit import round_trip
 
         f = self.RENDER_SCALE
         big, out = D.render(scene, W.SIZE * f), image.copy()
+        k = f * scene.height / image.height  # render pixels per panel pixel
         for face in faces:
             left, top, side = pixel_square(face.box, image.width, image.height)
-            k = f * scene.height / image.height  # render pixels per panel pixel
             crop = big.crop(tuple(round(v * k) for v in (left, top, left + side, top + side)))
             crop = crop.resize((64, 64), Image.Resampling.LANCZOS)
             if self.vae:
-                proc = self.pipe.image_processor
-                with torch.inference_mode():
-                    latent = self.pipe.vae.encode(proc.preprocess(crop)).latent_dist.mode()
-                    crop = proc.postprocess(self.pipe.vae.decode(latent).sample)[0]
+                pixels = np.asarray(crop).transpose(2, 0, 1)[None]
+                crop = Image.fromarray(
+                    round_trip(self.pipe.vae, pixels)[0].permute(1, 2, 0).numpy()
+                )
             small = crop.resize((side, side), Image.Resampling.LANCZOS)
             out.paste(small, (left, top), window(side, *self.window))
         return out
 
 
 def face_painter(
-    pipe, spec: str, model: Path | str | None = None, strength: float = 0.75, paste=None
+    pipe, spec: str, model: Path | str | None = None, strength: float = FACE_STRENGTH, paste=None
 ):
     """The face pass for ``--faces``, resolved as ``[render] faces`` is
     (:func:`comicgen.models.resolve_faces`: "auto" is the face model the ``model`` folder's
