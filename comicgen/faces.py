@@ -17,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 Box = tuple[float, float, float, float]
 
@@ -166,12 +167,12 @@ class FacePainter:
         self.native = unet.config.sample_size * self.pipe.vae_scale_factor
         self._torch = torch
         self.cache = None  # the infusion's feature cache, made on first use
-        self.infusion, infusion_unet, self.infused_strength, self.infused_paste = face_infusion(
-            folder
-        )
+        trained_with = face_infusion(folder)
+        self.infusion = trained_with.settings
+        self.infused_strength, self.infused_paste = trained_with.strength, trained_with.paste
         self.infused_pipe = self.pipe  # what paints a crop with its sheet infused
-        if infusion_unet is not None:
-            trained = UNet2DConditionModel.from_pretrained(infusion_unet, torch_dtype=dtype)
+        if trained_with.unet is not None:
+            trained = UNet2DConditionModel.from_pretrained(trained_with.unet, torch_dtype=dtype)
             self.infused_pipe = StableDiffusionImg2ImgPipeline(
                 **{**self.pipe.components, "unet": trained.to(device)},
                 requires_safety_checker=False,
@@ -274,10 +275,19 @@ class FacePainter:
             ).images
 
 
-def face_infusion(folder: Path | None):
-    """(settings, U-Net folder or None, strength or None, paste window or None) of a face
-    model trained to repaint with the sheet infused, from its folder's ``comicgen.json``
-    (see :class:`FacePainter`); (None, None, None, None) for any other face model."""
+class FaceInfusion(NamedTuple):
+    """How a face model was trained to repaint with the sheet infused (its folder's
+    ``comicgen.json``); all None for any other face model."""
+
+    settings: Any = None  # comicgen.settings.InfusionSettings
+    unet: Path | None = None  # the sheet-trained U-Net's folder (None: the face U-Net)
+    strength: float | None = None  # its img2img strength (None: the pass's)
+    paste: tuple[float, float] | None = None  # its paste window (None: PASTE)
+
+
+def face_infusion(folder: Path | None) -> FaceInfusion:
+    """The :class:`FaceInfusion` of the face model in ``folder`` (see
+    :class:`FacePainter`), read and checked."""
     import json
 
     from comicgen.errors import ModelError
@@ -285,13 +295,13 @@ def face_infusion(folder: Path | None):
 
     path = folder / "comicgen.json" if folder is not None else None
     if path is None or not path.is_file():
-        return None, None, None, None
+        return FaceInfusion()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         keys = ("infusion", "infusion_unet", "strength", "paste")
         settings, unet, strength, paste = (data.get(k) for k in keys)
         if settings is None:
-            return None, None, None, None
+            return FaceInfusion()
         settings = InfusionSettings(**settings)
         if strength is not None and not 0 < float(strength) <= 1:
             raise ValueError(f"strength {strength} is not in (0, 1]")
@@ -315,4 +325,4 @@ def face_infusion(folder: Path | None):
             hint="it names a subfolder of the face model holding a diffusers U-Net",
         )
     unet = folder / str(unet) if unet is not None else None
-    return settings, unet, (float(strength) if strength is not None else None), paste
+    return FaceInfusion(settings, unet, float(strength) if strength is not None else None, paste)

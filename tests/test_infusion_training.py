@@ -203,7 +203,7 @@ def test_the_infused_face_phase_trains_the_face_unet_and_says_so_in_the_face_fol
         + ["--pairs-n", "2", "--steps", "1", "--threads", "1", "--install"]
     )
     assert (tmp_path / "fp" / "metadata.jsonl").is_file()
-    settings, unet, strength, paste = face_infusion(model / "faces")
+    settings, unet, strength, _paste = face_infusion(model / "faces")
     assert strength == phase.STRENGTH
     assert settings.levels == ["attention", "blocks"] and settings.reference_noise == "clean"
     assert unet == model / "faces" / "unet-infusion"

@@ -220,10 +220,12 @@ def test_face_crops_in_groups_show_one_crop_with_every_expression():
         for dy in (-4, 0, 4):
             for dx in (-4, 0, 4):
                 near |= np.roll(np.roll(face, dy, 0), dx, 1)
+        mouth = np.kron((faces[run] & M.MOUTH) > 0, np.ones((4, 4), bool))
         for k in range(1, 4):
             diff = np.abs(crops[k] - crops[0]).max(-1)
             assert diff[~near].max() <= 8
             assert diff[face].max() > 100
+            assert diff[mouth].max() > 100  # another expression: another mouth, in its cells
     assert not np.array_equal(images[0], images[4])  # two runs, two scenes
 
 
@@ -281,9 +283,12 @@ def test_face_crops_show_the_captioned_face_large():
     assert images.shape == (6, 64, 64, 3) and ids.shape == (6, 2, M.MAX_TOKENS) and masks is None
     again, _, faces = face_chunk(3, 0, 6, 2)
     assert np.array_equal(images, again)  # deterministic per index
-    # the face's cells: a block inside the crop, a fair share of it
-    assert faces.shape == (6, 16, 16) and set(np.unique(faces)) == {0, M.FACE}
+    # the face's cells: a block inside the crop, a fair share of it; the mouth's: a
+    # smaller block inside the face's
+    assert faces.shape == (6, 16, 16) and set(np.unique(faces)) == {0, M.FACE, M.FACE | M.MOUTH}
     assert all(0.1 < (f > 0).mean() < 0.7 for f in faces)
+    mouth = (faces & M.MOUTH) > 0
+    assert all(0 < m.sum() < 0.5 * (f > 0).sum() for m, f in zip(mouth, faces, strict=True))
     assert M.data_chunk(3, 0, 6, 2, 0.0, bucket="face", face_masks=True)[2] is not None
     vocab = {v: k for k, v in M.token_vocab().items()}
     words = [
@@ -319,3 +324,20 @@ def test_the_face_pass_ceiling_pastes_the_worlds_own_faces():
     got = R.read(fixed).characters[0]
     assert (got.expression, got.facing) == ("sad", "left")
     assert fixed.size == painted.size and fixed.tobytes() != painted.tobytes()
+
+
+def test_the_loss_weights_add_up_per_part():
+    """``train --face-weight F --mouth-weight W``: a face cell weighs 1 + F, a mouth cell
+    1 + F + W, the rest 1; no mouth weight leaves the face weights as they were."""
+    from argparse import Namespace
+
+    import torch
+
+    from toyworld.train import part_weights
+
+    masks = torch.tensor([[[0, M.FACE, M.FACE | M.MOUTH, M.HAT]]], dtype=torch.uint8)
+    w = part_weights(Namespace(hat_weight=2.0, face_weight=6.0, mouth_weight=4.0), masks)
+    assert w.shape == (1, 1, 1, 4) and w.flatten().tolist() == [1.0, 7.0, 11.0, 3.0]
+    w = part_weights(Namespace(hat_weight=0.0, face_weight=6.0, mouth_weight=0.0), masks)
+    assert w.flatten().tolist() == [1.0, 7.0, 7.0, 1.0]
+    assert part_weights(Namespace(hat_weight=0.0, face_weight=6.0, mouth_weight=0.0), None) is None

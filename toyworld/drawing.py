@@ -86,13 +86,16 @@ def face_geometry(ch: W.Character, cx: float, feet: float, s: float) -> dict[str
 
 
 def part_boxes(scene: W.Scene) -> dict[str, list[tuple[float, float, float, float]]]:
-    """Boxes (x0, y0, x1, y1 in 64 units) of every character's face (eyes, brows, mouth)
-    and hat; a little margin covers the sheets' +-10 degree tilt."""
-    out: dict[str, list[tuple[float, float, float, float]]] = {"face": [], "hat": []}
+    """Boxes (x0, y0, x1, y1 in 64 units) of every character's face (eyes, brows, mouth),
+    mouth (every expression's) and hat; a little margin covers the sheets' +-10 degree
+    tilt."""
+    out: dict[str, list[tuple[float, float, float, float]]] = {"face": [], "mouth": [], "hat": []}
     for ch, cx, feet, s in placements(scene):
         g = face_geometry(ch, cx, feet, s)
         half = g["ex"] + 0.12 * s + 0.06 * s
         out["face"].append((g["fx"] - half, g["ey"] - 0.26 * s, g["fx"] + half, g["my"] + 0.26 * s))
+        mx, my, mw = g["fx"], g["my"], g["mw"]
+        out["mouth"].append((mx - 1.1 * mw, my - 0.9 * mw, mx + 1.1 * mw, my + 1.5 * mw))
         if ch.hat != "none":
             base = feet - s + (0.16 if ch.shape == "triangle" else 0.04) * s
             out["hat"].append(

@@ -43,7 +43,8 @@ def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64,
     """Crops ``start .. start+count`` (uint8 N x size x size x 3), ``variants`` caption ids
     each (int32 N x variants x MAX_TOKENS) and the face's latent cells (uint8 N x size/4 x
     size/4, bit ``model.FACE``: where the cropped character's face box lies, for
-    ``train --face-weight``); deterministic per index.  With ``group`` > 1 the crops come
+    ``train --face-weight``; bit ``model.MOUTH``: its mouth's, for ``--mouth-weight``);
+    deterministic per index.  With ``group`` > 1 the crops come
     in runs of ``group`` (``start`` a multiple of it): one scene and one crop, the
     characters' expression and facing turned on by one per crop (``model.vary_face``;
     ``train --face-groups``)."""
@@ -74,11 +75,13 @@ def face_chunk(seed: int, start: int, count: int, variants: int, size: int = 64,
         f = RENDER_SCALE
         crop = img.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))
         images[i] = np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
-        fx0, fy0, fx1, fy1 = D.part_boxes(scene)["face"][k]
         f_cell = (x1 - x0) / cells  # 64-units per latent cell of the crop
-        c0, c1 = max(0, int((fx0 - x0) // f_cell)), min(cells, math.ceil((fx1 - x0) / f_cell))
-        r0, r1 = max(0, int((fy0 - y0) // f_cell)), min(cells, math.ceil((fy1 - y0) / f_cell))
-        masks[i, r0:r1, c0:c1] = M.FACE
+        boxes = D.part_boxes(scene)
+        for part, bit in (("face", M.FACE), ("mouth", M.MOUTH)):
+            px0, py0, px1, py1 = boxes[part][k]
+            c0, c1 = max(0, int((px0 - x0) // f_cell)), min(cells, math.ceil((px1 - x0) / f_cell))
+            r0, r1 = max(0, int((py0 - y0) // f_cell)), min(cells, math.ceil((py1 - y0) / f_cell))
+            masks[i, r0:r1, c0:c1] |= bit
         crng = random.Random(f"face-captions:{seed}:{start + i}")
         for v in range(variants):
             ids[i, v] = M.caption_ids(face_caption(scene.characters[k], scene.positions[k], crng))

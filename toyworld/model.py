@@ -207,7 +207,7 @@ def caption_ids(text: str, max_length: int = MAX_TOKENS) -> list[int]:
     return ids + [eos] * (max_length - len(ids))
 
 
-HAT, FACE = 1, 2  # bits of the part masks
+HAT, FACE, MOUTH = 1, 2, 4  # bits of the part masks (MOUTH: the face crops only)
 
 
 def data_chunk(

@@ -131,6 +131,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "expression and facing)",
     )
     ap.add_argument(
+        "--mouth-weight",
+        type=float,
+        default=0.0,
+        help="extra loss weight on the latent cells of the mouth, on top of --face-weight "
+        "(face crops only: the mouth's curve is most of the expression, and the face "
+        "model's misreadings are mostly happy <-> sad)",
+    )
+    ap.add_argument(
         "--face-groups",
         type=int,
         default=1,
@@ -341,11 +349,15 @@ def latents_phase(run: Run, data: dict) -> dict:
 
 
 def part_weights(args, masks):
-    """Per-cell loss weight 1 + hat_weight * hat + face_weight * face (None: all 1)."""
+    """Per-cell loss weight 1 + hat_weight * hat + face_weight * face + mouth_weight *
+    mouth (None: all 1)."""
     if masks is None:
         return None
     w = 1.0 + args.hat_weight * (masks.long() & M.HAT).clamp(max=1).float()
-    return (w + args.face_weight * face_cells(masks)).unsqueeze(1)
+    w = w + args.face_weight * face_cells(masks)
+    if args.mouth_weight:
+        w = w + args.mouth_weight * ((masks.long() & M.MOUTH) >> 2).float()
+    return w.unsqueeze(1)
 
 
 def face_cells(masks):
@@ -534,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
             args.sheet_fraction,
             buckets,
             hat_masks=args.hat_weight > 0,
-            face_masks=args.face_weight > 0 or args.face_contrast > 0,
+            face_masks=args.face_weight > 0 or args.mouth_weight > 0 or args.face_contrast > 0,
             close_up=args.close_up,
             group=args.face_groups,
         )
