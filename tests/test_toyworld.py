@@ -310,6 +310,14 @@ def test_probe_measures_how_far_a_word_moves_the_bundled_u_net():
     # the bundled model paints colours and shapes from words: changing one moves it a lot
     assert moved["colour"][600] > 0.05 and moved["shape"][600] > 0.05
     assert all(0.0 <= v[600] < 2.0 for v in moved.values())
+    # the text encoder's expression words: a symmetric table, zero on its diagonal
+    dist = probe.word_distances(pipe)
+    assert len(dist) == len(W.EXPRESSIONS) ** 2
+    for a in W.EXPRESSIONS:
+        assert dist[a, a] == 0.0
+        for b in W.EXPRESSIONS:
+            assert dist[a, b] == pytest.approx(dist[b, a], rel=0.2)
+            assert a == b or dist[a, b] > 0.0
     acc = probe.classify(pipe, n=3)
     assert set(acc) == {"expression", "facing"}
     assert all(v in (0.0, 1 / 3, 2 / 3, 1.0) for v in acc.values())

@@ -7,6 +7,10 @@ painted panels do:
   latents at timesteps 900 / 600 / 300) when one word of a caption changes — an
   expression, the facing, the body colour, the shape, the hat. A word the model ignores
   moves it by ~0;
+- **word distances**: how far the text encoder's output for the caption moves when its
+  expression word is swapped for each other one (relative L2 norm), a 4 x 4 table: two
+  expressions the text encoder barely tells apart are two the U-Net cannot follow,
+  however it is trained (the face model's happy / sad: model card);
 - **denoiser as classifier**: for fresh one-character scenes, the caption with each
   possible expression (and facing) is tried on the scene's own noised latent (8
   timesteps, the same noise for every candidate); the candidate with the lowest
@@ -79,6 +83,22 @@ def sensitivity(pipe, timesteps=(900, 600, 300), seed: int = 0) -> dict[str, dic
     return out
 
 
+def word_distances(pipe) -> dict[tuple[str, str], float]:
+    """{(expression a, expression b): |E(caption with b) - E(caption with a)| / |E(caption
+    with a)|} of the text encoder's output ``E``, for the :data:`BASE` caption."""
+    import torch
+
+    from toyworld import world as W
+
+    with torch.no_grad():
+        emb = {e: _embed(pipe, [BASE.replace("happy", e)])[0] for e in W.EXPRESSIONS}
+    return {
+        (a, b): float((emb[b] - emb[a]).norm() / emb[a].norm())
+        for a in W.EXPRESSIONS
+        for b in W.EXPRESSIONS
+    }
+
+
 def classify(pipe, n: int = 60, seed: int = 11) -> dict[str, float]:
     """The denoiser-as-classifier reading of expression and facing on ``n`` fresh scenes."""
     import numpy as np
@@ -137,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load(args.model, args.checkpoint)
     for kind, by_t in sensitivity(pipe).items():
         print(f"  {kind:10s} " + "  ".join(f"t={t}: {v:.4f}" for t, v in by_t.items()))
+    from toyworld import world as W
+
+    dist = word_distances(pipe)
+    print("  text encoder, expression words apart: " + " ".join(f"{e:>9s}" for e in W.EXPRESSIONS))
+    for a in W.EXPRESSIONS:
+        row = " ".join(f"{dist[a, b]:9.3f}" for b in W.EXPRESSIONS)
+        print(f"  {a:>38s} {row}")
     acc = classify(pipe, args.scenes)
     print(
         f"classifier: expression {acc['expression']:.3f} (chance 0.25), "
