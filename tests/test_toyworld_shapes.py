@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from toyworld import model as M
 from toyworld import reader as R
@@ -341,3 +342,28 @@ def test_the_loss_weights_add_up_per_part():
     w = part_weights(Namespace(hat_weight=0.0, face_weight=6.0, mouth_weight=0.0), masks)
     assert w.flatten().tolist() == [1.0, 7.0, 7.0, 1.0]
     assert part_weights(Namespace(hat_weight=0.0, face_weight=6.0, mouth_weight=0.0), None) is None
+
+
+def test_separate_words_moves_two_token_embeddings_apart_and_nothing_else():
+    """``train --init F --separate-words happy,sad``: the two words' embeddings move apart
+    along their difference (distance x ``1 + factor``), every other row stays."""
+    import torch
+
+    from toyworld.train import parse_args
+    from toyworld.trainkit import separate_words
+
+    torch.manual_seed(0)
+    encoder = M.build_text_encoder()
+    vocab = M.token_vocab()
+    a, b = vocab["happy</w>"], vocab["sad</w>"]
+    before = encoder.get_input_embeddings().weight.detach().clone()
+    apart = separate_words(encoder, ("happy", "sad"), 6.0)
+    after = encoder.get_input_embeddings().weight.detach()
+    assert apart == pytest.approx(7 * float((before[b] - before[a]).norm()), rel=1e-4)
+    assert torch.allclose((after[a] + after[b]) / 2, (before[a] + before[b]) / 2, atol=1e-5)
+    others = [i for i in range(after.shape[0]) if i not in (a, b)]
+    assert torch.equal(after[others], before[others])
+    with pytest.raises(SystemExit, match="glad"):
+        separate_words(encoder, ("happy", "glad"), 6.0)
+    with pytest.raises(SystemExit):  # no --init to move them in
+        parse_args(["--out", "x", "--separate-words", "happy,sad"])

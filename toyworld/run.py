@@ -150,6 +150,13 @@ class Run:
         state = self.state
         state["scaling_factor"] = float(vae.config.scaling_factor)
         state["init"] = {"from": str(folder), "token_rows": [old_rows, new_rows]}
+        if getattr(self.args, "separate_words", None):
+            from toyworld.trainkit import separate_words
+
+            words, factor = self.args.separate_words, self.args.separate_by
+            apart = separate_words(self.text_encoder, words, factor)
+            state["init"]["separated"] = [*words, factor]
+            print(f"init: {' and '.join(words)} moved apart, x{1 + factor:g} ({apart:.3f})")
         state["vae_steps_done"] = 0
         state["phase"], state["step"] = "unet", 0
         state["models"] = {

@@ -139,6 +139,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "model's misreadings are mostly happy <-> sad)",
     )
     ap.add_argument(
+        "--separate-words",
+        type=lambda v: tuple(v.split(",")),
+        default=None,
+        metavar="WORD,WORD",
+        help="with --init: move these two words' token embeddings apart before training "
+        "(--separate-by); for words the text encoder barely tells apart, e.g. happy,sad "
+        "in the face model (toyworld.probe shows how far apart they are)",
+    )
+    ap.add_argument(
+        "--separate-by",
+        type=float,
+        default=6.0,
+        help="--separate-words: each word moves this half-multiple of their difference "
+        "(6: their distance grows 7 times)",
+    )
+    ap.add_argument(
         "--face-groups",
         type=int,
         default=1,
@@ -213,7 +229,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--export-only", action="store_true", help="export from the checkpoint and stop"
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.separate_words is not None and (len(args.separate_words) != 2 or not args.init):
+        ap.error("--separate-words takes two words, WORD,WORD, and an --init to move them in")
+    return args
 
 
 # --- phases ----------------------------------------------------------------------------

@@ -186,6 +186,26 @@ def average_weights(folders: list[Path], dest: Path) -> Path:
     return dest
 
 
+def separate_words(text_encoder, words: tuple[str, str], factor: float) -> float:
+    """Move two words' token embeddings apart along their difference, each by ``factor``/2
+    of it (their distance grows ``1 + factor`` times), and return the new distance.  For
+    a model whose text encoder barely tells two words apart: the U-Net then has a signal
+    to learn from (the face model's happy / sad: model card)."""
+    import torch
+
+    vocab = M.token_vocab()
+    missing = [w for w in words if w + "</w>" not in vocab]
+    if missing:
+        raise SystemExit(f"--separate-words: {', '.join(missing)} not in the vocabulary")
+    a, b = (vocab[w + "</w>"] for w in words)
+    emb = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        d = emb[b] - emb[a]
+        emb[b] += factor / 2 * d
+        emb[a] -= factor / 2 * d
+        return float((emb[b] - emb[a]).norm())
+
+
 def progress_bar(total: float, desc: str):
     from tqdm.auto import tqdm
 
