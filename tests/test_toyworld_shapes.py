@@ -150,6 +150,20 @@ def test_training_starts_from_a_saved_pipeline_and_trains_buckets(tmp_path):
     rows = second.get_input_embeddings().weight[: len(n_old)]
     assert torch.allclose(rows, old_rows, atol=0.05)  # trained on from the old rows
     assert not torch.equal(rows, old_rows)
+    # --separate-words: the two words start the run apart (x7), and the run says so
+    train.main(
+        [*small, "--out", str(tmp_path / "r3"), "--export", str(tmp_path / "third")]
+        + ["--init", str(tmp_path / "second"), "--unet-steps", "1"]
+        + ["--separate-words", "happy,sad"]
+    )
+    state = torch.load(tmp_path / "r3" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["init"]["separated"] == ["happy", "sad", 6.0]
+    vocab = M.token_vocab()
+    a, b = vocab["happy</w>"], vocab["sad</w>"]
+    third = CLIPTextModel.from_pretrained(tmp_path / "third" / "text_encoder")
+    before = second.get_input_embeddings().weight
+    after = third.get_input_embeddings().weight
+    assert (after[b] - after[a]).norm() > 5 * (before[b] - before[a]).norm()
 
 
 def test_train_without_training_options_is_the_shipped_recipe(capsys):

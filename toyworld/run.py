@@ -156,7 +156,10 @@ class Run:
             words, factor = self.args.separate_words, self.args.separate_by
             apart = separate_words(self.text_encoder, words, factor)
             state["init"]["separated"] = [*words, factor]
-            print(f"init: {' and '.join(words)} moved apart, x{1 + factor:g} ({apart:.3f})")
+            print(
+                f"init: {' and '.join(words)} moved apart, x{1 + factor:g} ({apart:.3f})",
+                flush=True,
+            )
         state["vae_steps_done"] = 0
         state["phase"], state["step"] = "unet", 0
         state["models"] = {
