@@ -150,7 +150,7 @@ class Run:
         state = self.state
         state["scaling_factor"] = float(vae.config.scaling_factor)
         state["init"] = {"from": str(folder), "token_rows": [old_rows, new_rows]}
-        if getattr(self.args, "separate_words", None):
+        if self.args.separate_words:
             from toyworld.trainkit import separate_words
 
             words, factor = self.args.separate_words, self.args.separate_by

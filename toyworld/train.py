@@ -230,8 +230,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--export-only", action="store_true", help="export from the checkpoint and stop"
     )
     args = ap.parse_args(argv)
-    if args.separate_words is not None and (len(args.separate_words) != 2 or not args.init):
-        ap.error("--separate-words takes two words, WORD,WORD, and an --init to move them in")
+    if args.separate_words is not None:
+        if len(args.separate_words) != 2 or not args.init:
+            ap.error("--separate-words takes two words, WORD,WORD, and an --init to move them in")
+        from toyworld.trainkit import word_ids
+
+        word_ids(args.separate_words)  # an unknown word stops the run before its data
     return args
 
 
@@ -372,16 +376,15 @@ def part_weights(args, masks):
     mouth (None: all 1)."""
     if masks is None:
         return None
-    w = 1.0 + args.hat_weight * (masks.long() & M.HAT).clamp(max=1).float()
-    w = w + args.face_weight * face_cells(masks)
-    if args.mouth_weight:
-        w = w + args.mouth_weight * ((masks.long() & M.MOUTH) >> 2).float()
-    return w.unsqueeze(1)
+    w = 1.0 + args.hat_weight * part_cells(masks, M.HAT)
+    w = w + args.face_weight * part_cells(masks, M.FACE)
+    return (w + args.mouth_weight * part_cells(masks, M.MOUTH)).unsqueeze(1)
 
 
-def face_cells(masks):
-    """[N, h, w] float: 1 on the latent cells of a face (the part masks' ``FACE`` bit)."""
-    return ((masks.long() & M.FACE) >> 1).float()
+def part_cells(masks, bit: int):
+    """[N, h, w] float: 1 on the latent cells whose part mask holds ``bit`` (``M.HAT``,
+    ``M.FACE`` or ``M.MOUTH``)."""
+    return ((masks.long() & bit) > 0).float()
 
 
 def unet_phase(run: Run, latents: dict) -> None:
@@ -489,7 +492,7 @@ def unet_phase(run: Run, latents: dict) -> None:
             err = err * cells
         loss = (err.mean(dim=(1, 2, 3)) * weight[ts]).mean()
         if contrast is not None:
-            faces = face_cells(masks[idx[sel]]).unsqueeze(1)
+            faces = part_cells(masks[idx[sel]], M.FACE).unsqueeze(1)
             ce, acc = contrast.loss(
                 unet, text_encoder, noisy[sel], ts[sel], target[sel], pred[sel], ids[sel],
                 faces, run.autocast,

@@ -186,6 +186,15 @@ def average_weights(folders: list[Path], dest: Path) -> Path:
     return dest
 
 
+def word_ids(words) -> list[int]:
+    """The token ids of whole ``words`` (each one token of the toy world's vocabulary)."""
+    vocab = M.token_vocab()
+    missing = [w for w in words if w + "</w>" not in vocab]
+    if missing:
+        raise SystemExit(f"--separate-words: {', '.join(missing)} not in the vocabulary")
+    return [vocab[w + "</w>"] for w in words]
+
+
 def separate_words(text_encoder, words: tuple[str, str], factor: float) -> float:
     """Move two words' token embeddings apart along their difference, each by ``factor``/2
     of it (their distance grows ``1 + factor`` times), and return the new distance.  For
@@ -193,11 +202,7 @@ def separate_words(text_encoder, words: tuple[str, str], factor: float) -> float
     to learn from (the face model's happy / sad: model card)."""
     import torch
 
-    vocab = M.token_vocab()
-    missing = [w for w in words if w + "</w>" not in vocab]
-    if missing:
-        raise SystemExit(f"--separate-words: {', '.join(missing)} not in the vocabulary")
-    a, b = (vocab[w + "</w>"] for w in words)
+    a, b = word_ids(words)
     emb = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
         d = emb[b] - emb[a]
